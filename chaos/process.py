@@ -1,0 +1,99 @@
+"""Starting server processes that cannot outlive the run that started them.
+
+Every child gets PR_SET_PDEATHSIG(SIGKILL), so when the test process dies, even
+by SIGKILL where no cleanup code runs, the kernel kills its servers too. The
+signal belongs to the thread that forked the child, so children must be
+started from a thread that lives as long as the run (the main thread).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _child_setup(parent_pid: int, uid: int | None, gid: int | None) -> Callable[[], None]:
+    def setup() -> None:
+        # Credentials first: changing them clears the parent-death signal.
+        if gid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+        # The parent may have died before prctl took effect.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return setup
+
+
+def user_ids(user: str) -> tuple[int, int]:
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in its own session, output to `log_path`, tied to this process."""
+    uid = gid = None
+    if user is not None and os.geteuid() == 0:
+        uid, gid = user_ids(user)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup(os.getpid(), uid, gid),
+        )
+    logger.debug("started %s (pid %s)", argv[0], proc.pid)
+    return proc
+
+
+def kill(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGKILL a child (and anything left in its session) and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("pid %s did not exit %.1f s after SIGKILL", proc.pid, timeout)
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    kill(proc)

@@ -1,0 +1,1 @@
+"""The reference order -> billing -> notification system under test."""
