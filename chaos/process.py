@@ -8,6 +8,7 @@ started from a thread that lives as long as the run (the main thread).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -24,7 +25,9 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def _child_setup(parent_pid: int, uid: int | None, gid: int | None) -> Callable[[], None]:
+def _child_setup(
+    parent_pid: int, uid: int | None, gid: int | None
+) -> Callable[[], None]:
     def setup() -> None:
         # Credentials first: changing them clears the parent-death signal.
         if gid is not None:
@@ -76,10 +79,8 @@ def spawn(
 def kill(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """SIGKILL a child (and anything left in its session) and reap it."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -89,10 +90,8 @@ def kill(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)

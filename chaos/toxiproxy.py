@@ -133,7 +133,12 @@ class ToxiproxyAPI:
     def create_proxy(
         self, name: str, listen: str, upstream: str, enabled: bool = True
     ) -> ProxyState:
-        body = {"name": name, "listen": listen, "upstream": upstream, "enabled": enabled}
+        body = {
+            "name": name,
+            "listen": listen,
+            "upstream": upstream,
+            "enabled": enabled,
+        }
         return _state(self._call("POST", "/proxies", body))
 
     def delete_proxy(self, name: str) -> None:

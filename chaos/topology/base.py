@@ -147,6 +147,7 @@ class Topology(abc.ABC):
         self.run_dir: Path | None = None
         self._toxiproxy: ToxiproxyAPI | None = None
         self._started = False
+        self._paused: set[str] = set()
 
     # -- the provider's part ------------------------------------------------
 
@@ -195,7 +196,7 @@ class Topology(abc.ABC):
                 self.links[link] = Link(
                     link,
                     name,
-                    role,  # type: ignore[arg-type]
+                    role,
                     Address(LOOPBACK, ports.pop()),
                     self.nodes[name].address,
                 )
@@ -275,7 +276,9 @@ class Topology(abc.ABC):
         # Pre-wired peers: Sentinels left to discover each other need about
         # ten seconds before they can agree on a failover.
         for replica in REDIS_NODES[1:]:
-            lines.append(f"sentinel known-replica {m} {LOOPBACK} {self.peer(replica).port}")
+            lines.append(
+                f"sentinel known-replica {m} {LOOPBACK} {self.peer(replica).port}"
+            )
         for other in SENTINEL_NODES:
             if other != name:
                 lines.append(
@@ -377,23 +380,66 @@ class Topology(abc.ABC):
         self._kill(self.nodes[name])
         logger.info("killed %s", name)
 
-    def restart(self, name: str) -> None:
-        """Start node `name` again from its files (config, AOF, RDB)."""
+    def restart(self, name: str, *, rejoin: bool = True) -> None:
+        """Start node `name` again from its files (config, AOF, RDB).
+
+        With `rejoin`, a Redis node that is no longer the master is pointed at
+        the current one first, as an orchestrator would; left alone, it would
+        come back as a stale master until the Sentinels convert it, about ten
+        seconds later. `rejoin=False` restarts it exactly as its files say.
+        """
         self._require(name)
         if self.is_running(name):
             raise HarnessError(f"cannot restart {name}: it is still running")
-        self._launch(self.nodes[name])
+        node = self.nodes[name]
+        if rejoin and node.kind == "redis":
+            with contextlib.suppress(HarnessError):
+                master = self.current_master()
+                if master != name:
+                    self._point_at(name, master)
+        self._launch(node)
         logger.info("restarted %s", name)
+
+    def _point_at(self, name: str, master: str) -> None:
+        path = self.node_dir(name) / "redis.conf"
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if not line.startswith(("replicaof ", "slaveof "))
+        ]
+        kept.append(f"replicaof {LOOPBACK} {self.peer(master).port}")
+        path.write_text("\n".join(kept) + "\n")
 
     def pause(self, name: str) -> None:
         self._require(name)
         self._signal_pause(self.nodes[name], True)
+        self._paused.add(name)
         logger.info("paused %s", name)
 
     def resume(self, name: str) -> None:
         self._require(name)
         self._signal_pause(self.nodes[name], False)
+        self._paused.discard(name)
         logger.info("resumed %s", name)
+
+    def heal(self, timeout: float | None = None) -> list[str]:
+        """Undo every fault: enable all proxies, remove all toxics, resume paused
+        nodes, restart dead ones, and wait until healthy. Returns what it did."""
+        done = []
+        self.toxiproxy.reset()
+        for name in sorted(self._paused):
+            self.resume(name)
+            done.append(f"resumed {name}")
+        for name, node in self.nodes.items():
+            if not self.is_running(name):
+                if node.kind == "toxiproxy":
+                    raise HarnessError("toxiproxy is not running; cannot heal")
+                self.restart(name)
+                done.append(f"restarted {name}")
+        self.wait_healthy(timeout or self.options.start_timeout_s)
+        if done:
+            logger.info("healed: %s", ", ".join(done))
+        return done
 
     def _require(self, name: str) -> None:
         if name not in self.nodes:
@@ -410,14 +456,46 @@ class Topology(abc.ABC):
             self._toxiproxy = ToxiproxyAPI(address.host, address.port)
         return self._toxiproxy
 
-    def redis_settings(self) -> RedisSettings:
-        """How the system reaches Redis: Sentinels and nodes via client proxies."""
+    def add_client(self, client: str) -> RedisSettings:
+        """Give `client` (a worker, say) proxies of its own to every Redis node
+        and Sentinel, named `<node>.client.<client>`, so that a fault can cut
+        that one client alone. Returns the settings that use them."""
+        if not client or not all(c.isalnum() or c in "-_" for c in client):
+            raise ConfigurationError(
+                f"client name {client!r} must be letters, digits, '-' or '_'"
+            )
+        wanted = [
+            (f"{name}.client.{client}", name) for name in REDIS_NODES + SENTINEL_NODES
+        ]
+        missing = [(link, name) for link, name in wanted if link not in self.links]
+        for (link, name), port in zip(missing, free_ports(len(missing)), strict=True):
+            new = Link(
+                link, name, "client", Address(LOOPBACK, port), self.nodes[name].address
+            )
+            self.toxiproxy.create_proxy(link, str(new.listen), str(new.upstream))
+            self.links[link] = new
+        return self.redis_settings(client)
+
+    def client_links(self, client: str) -> list[str]:
+        """The names of the proxies that `add_client(client)` made."""
+        return [n for n in self.links if n.endswith(f".client.{client}")]
+
+    def redis_settings(self, client: str | None = None) -> RedisSettings:
+        """How the system reaches Redis: Sentinels and nodes via client proxies.
+
+        With `client`, through the proxies that `add_client(client)` made."""
+        suffix = "client" if client is None else f"client.{client}"
+        for name in REDIS_NODES + SENTINEL_NODES:
+            if f"{name}.{suffix}" not in self.links:
+                raise ConfigurationError(
+                    f"no proxies for client {client!r}; call add_client() first"
+                )
         address_map = {
-            str(self.peer(name)): str(self.links[f"{name}.client"].listen)
+            str(self.peer(name)): str(self.links[f"{name}.{suffix}"].listen)
             for name in REDIS_NODES
         }
         sentinels = tuple(
-            (LOOPBACK, self.links[f"{name}.client"].listen.port)
+            (LOOPBACK, self.links[f"{name}.{suffix}"].listen.port)
             for name in SENTINEL_NODES
         )
         return RedisSettings(
@@ -428,9 +506,9 @@ class Topology(abc.ABC):
             address_map=address_map,
         )
 
-    def redis_client(self) -> AsyncRedis:
+    def redis_client(self, client: str | None = None) -> AsyncRedis:
         """A new asyncio client of the current master, for one caller alone."""
-        return master_client(self.redis_settings())
+        return master_client(self.redis_settings(client))
 
     def admin(self, name: str, timeout: float = 1.0) -> redis.Redis:
         """A synchronous client straight to node `name`, bypassing every proxy."""
@@ -566,7 +644,9 @@ class Topology(abc.ABC):
             elif info.get("role") != "slave":
                 problems.append(f"{name} should be a replica, is {info.get('role')}")
             elif info.get("master_link_status") != "up":
-                problems.append(f"{name}: link to master is {info.get('master_link_status')}")
+                problems.append(
+                    f"{name}: link to master is {info.get('master_link_status')}"
+                )
             elif info.get("master_port") != self.peer(master).port:
                 problems.append(
                     f"{name} replicates from port {info.get('master_port')}, "
@@ -585,7 +665,10 @@ class Topology(abc.ABC):
             if dead or time.monotonic() > deadline:
                 detail = "; ".join(problems)
                 if dead:
-                    detail = f"not running: {', '.join(dead)} ({self._log_hint()}); " + detail
+                    detail = (
+                        f"not running: {', '.join(dead)} ({self._log_hint()}); "
+                        + detail
+                    )
                 raise StartupError(
                     f"{self.provider} topology not healthy after "
                     f"{timeout:.0f} s: {detail}"

@@ -237,7 +237,9 @@ class LocalTopology(Topology):
                         f"postgres exited: {log.read_text()[-2000:]}"
                     ) from exc
                 if time.monotonic() > deadline:
-                    raise StartupError(f"postgres did not accept connections: {exc}")
+                    raise StartupError(
+                        f"postgres did not accept connections: {exc}"
+                    ) from exc
                 time.sleep(0.01)
         with conn:
             exists = conn.execute(
