@@ -17,7 +17,7 @@ from chaos.topology.base import (
     TopologyOptions,
 )
 
-PROVIDERS = ("local",)
+PROVIDERS = ("local", "containers")
 
 
 def create(provider: str = "local", options: TopologyOptions | None = None) -> Topology:
@@ -26,6 +26,10 @@ def create(provider: str = "local", options: TopologyOptions | None = None) -> T
         from chaos.topology.local import LocalTopology
 
         return LocalTopology(options)
+    if provider == "containers":
+        from chaos.topology.containers import ContainersTopology
+
+        return ContainersTopology(options)
     raise ConfigurationError(
         f"unknown topology provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
     )
