@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import logging
 import os
 import pwd
@@ -96,3 +97,58 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
     kill(proc)
+
+
+def is_alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a dead, unreaped process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes in session `sid`: a server and everything it forked."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # Fields after the command: state, ppid, pgrp, session, ...
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """The (IPv4 or IPv6 address, port) pairs that process `pid` listens on."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                cols = line.split()
+                # State 0A is LISTEN.
+                if cols[3] != "0A" or cols[9] not in inodes:
+                    continue
+                hex_ip, hex_port = cols[1].split(":")
+                found.add((_decode_ip(hex_ip[:width]), int(hex_port, 16)))
+    return found
+
+
+def _decode_ip(hex_ip: str) -> str:
+    raw = bytes.fromhex(hex_ip)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+    return str(ipaddress.IPv6Address(b"".join(words)))

@@ -129,6 +129,17 @@ class MappedSentinel(Sentinel):
         return mapped_host, int(mapped_port)
 
 
+class SentinelRedis(Redis):
+    """A master client that also closes its Sentinel connections on `aclose`."""
+
+    sentinel_manager: MappedSentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            await self.sentinel_manager.aclose()
+
+
 def _retry(settings: RedisSettings) -> Retry:
     return Retry(
         ExponentialBackoff(cap=settings.backoff_cap, base=settings.backoff_base),
@@ -161,8 +172,9 @@ def master_client(settings: RedisSettings) -> Redis:
     Sentinels again, so the client follows the new master.
     """
     manager = sentinel_manager(settings)
-    client: Redis = manager.master_for(
+    client: SentinelRedis = manager.master_for(
         settings.master_name,
+        redis_class=SentinelRedis,
         password=settings.password,
         decode_responses=True,
         socket_timeout=settings.socket_timeout,
@@ -171,4 +183,5 @@ def master_client(settings: RedisSettings) -> Redis:
         retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
         connection_class=FollowingConnection,
     )
+    client.sentinel_manager = manager
     return client

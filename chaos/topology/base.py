@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -36,6 +37,7 @@ import psycopg
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from chaos import process
 from chaos.errors import ConfigurationError, HarnessError, StartupError
 from chaos.toxiproxy import ToxiproxyAPI
 from system.redis_client import RedisSettings, master_client
@@ -115,6 +117,21 @@ class Link:
     role: Literal["peer", "client"]
     listen: Address
     upstream: Address
+
+
+RUN_DIR_PREFIX = "bullproof-"
+
+
+def _sweep_orphaned_run_dirs() -> None:
+    """Remove run dirs whose owner died without cleaning up (SIGKILL, say)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        try:
+            owner = int((path / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not process.is_alive(owner):
+            logger.info("removing %s, left by dead process %s", path, owner)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def free_ports(count: int) -> list[int]:
@@ -329,7 +346,9 @@ class Topology(abc.ABC):
         )
 
     def _make_run_dir(self) -> Path:
-        path = Path(tempfile.mkdtemp(prefix="bullproof-"))
+        _sweep_orphaned_run_dirs()
+        path = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+        (path / "owner.pid").write_text(f"{os.getpid()}\n")
 
         # PostgreSQL runs as an unprivileged user, who must reach its data dir.
         path.chmod(0o755)
@@ -678,19 +697,51 @@ class Topology(abc.ABC):
     def _log_hint(self) -> str:
         return f"logs in {self.run_dir}"
 
+    def settled_master(self) -> str | None:
+        """The master, if every Sentinel names it, no failover is under way and
+        the node itself says it is master; otherwise None."""
+        masters = set(self.sentinel_masters().values())
+        if len(masters) != 1 or None in masters:
+            return None
+        master = masters.pop()
+        assert master is not None
+        for name in SENTINEL_NODES:
+            try:
+                with self.admin(name, timeout=0.5) as client:
+                    info = _pairs(
+                        client.execute_command(
+                            "SENTINEL", "MASTER", self.options.master_name
+                        )
+                    )
+            except redis.RedisError:
+                return None
+            if info.get("flags") != "master":
+                return None
+        try:
+            with self.admin(master, timeout=0.5) as client:
+                if client.info("replication").get("role") != "master":
+                    return None
+        except redis.RedisError:
+            return None
+        return master
+
     def wait_for_master(
         self, not_name: str | None = None, timeout: float = 30.0
     ) -> str:
-        """Wait until a quorum of Sentinels names a master other than `not_name`."""
+        """Wait until the Sentinels settle on a master other than `not_name`.
+
+        Settled means every Sentinel names it and none is failing over: with a
+        one-second down-after, a freshly promoted master can itself be judged
+        down and replaced, so the first name the Sentinels give is not final.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            with contextlib.suppress(HarnessError):
-                master = self.current_master()
-                if master != not_name:
-                    return master
+            master = self.settled_master()
+            if master is not None and master != not_name:
+                return master
             if time.monotonic() > deadline:
                 raise StartupError(
-                    f"no new master within {timeout:.0f} s "
+                    f"no settled master other than {not_name} within {timeout:.0f} s "
                     f"(sentinels say {self.sentinel_masters()})"
                 )
             time.sleep(0.02)
