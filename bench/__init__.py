@@ -1,0 +1,1 @@
+"""Benchmarks that print figures, one per line as `name value unit`."""
