@@ -36,6 +36,20 @@ TOXIC_TYPES = frozenset(
 )
 
 
+# toxiproxy-python turns these statuses into exceptions and drops the status.
+_REFUSALS: dict[type[Exception], int] = {
+    InvalidToxic: 400,
+    NotFound: 404,
+    ProxyExists: 409,
+}
+
+
+def _text(body: Any) -> str:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return str(body).strip()
+
+
 @dataclass(frozen=True)
 class ProxyState:
     name: str
@@ -86,8 +100,11 @@ class ToxiproxyAPI:
                     requests.request(method, url, json=body, timeout=self.timeout)
                 )
         except (ProxyExists, NotFound, InvalidToxic) as exc:
+            status = _REFUSALS[type(exc)]
+            detail = _text(exc.args[0] if exc.args else b"")
             raise ToxiproxyError(
-                f"Toxiproxy at {self.host}:{self.port} refused {what}: {exc}"
+                f"Toxiproxy at {self.host}:{self.port} refused {what}: "
+                f"HTTP {status} {detail}"
             ) from exc
         except requests.RequestException as exc:
             raise ToxiproxyError(
