@@ -1,0 +1,1 @@
+"""Hypothesis state machines over the reference system, the model and the invariants."""
