@@ -1,0 +1,115 @@
+"""PostgreSQL access for the reference system: a small connection pool.
+
+Connections go through the topology's `postgres.client` proxy, so a fault can
+cut or slow them. A connection that saw a connection-level error, or whose
+operation ran past `op_timeout`, is thrown away rather than handed out again;
+the next caller gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import psycopg
+
+from system.schema import CATALOGUE, SCHEMA_SQL
+
+logger = logging.getLogger(__name__)
+
+# Taken by every process that applies the schema, so concurrent starts do not
+# race on CREATE TABLE IF NOT EXISTS (which is not safe under concurrency).
+_SCHEMA_LOCK_KEY = 0x0B0110F
+
+# Errors after which a connection cannot be trusted any more.
+BROKEN_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    TimeoutError,
+    asyncio.CancelledError,
+)
+
+
+class Database:
+    """At most `max_size` autocommit connections to one DSN, reused."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        connect_timeout: float = 3.0,
+        op_timeout: float = 15.0,
+    ):
+        self.dsn = dsn
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.op_timeout = op_timeout
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._slots = asyncio.Semaphore(max_size)
+        self._closed = False
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout)
+        )
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection for one unit of work, bounded by `op_timeout`."""
+        if self._closed:
+            raise RuntimeError("Database is closed")
+        async with self._slots:
+            conn = None
+            while self._idle and conn is None:
+                candidate = self._idle.pop()
+                if not candidate.closed:
+                    conn = candidate
+            broken = False
+            try:
+                async with asyncio.timeout(self.op_timeout):
+                    if conn is None:
+                        conn = await self._connect()
+                    yield conn
+            except BaseException as exc:
+                broken = isinstance(exc, BROKEN_CONNECTION_ERRORS)
+                raise
+            finally:
+                if conn is not None:
+                    await self._give_back(conn, broken)
+
+    async def _give_back(self, conn: psycopg.AsyncConnection, broken: bool) -> None:
+        if broken or conn.closed or self._closed:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                await conn.rollback()
+            except psycopg.Error:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                return
+        self._idle.append(conn)
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def apply_schema(db: Database) -> None:
+    """Create every table and the catalogue's stock rows if they are missing."""
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        await conn.execute(SCHEMA_SQL)
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO stock (sku, price_cents, on_hand, initial_on_hand) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
+                [(sku, price, qty, qty) for sku, (price, qty) in CATALOGUE.items()],
+            )
