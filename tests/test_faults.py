@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 import redis
 
 from chaos.errors import ConfigurationError, HarnessError
-from chaos.faults import FAULTS, Nemesis
+from chaos.faults import FAULTS, FaultContext, Nemesis
 from chaos.faults.toxics import TOXIC_FAULTS
 from chaos.topology import REDIS_NODES, Topology
 
@@ -331,3 +333,130 @@ def test_heal_all_undoes_every_active_fault(healthy_topology: Topology) -> None:
     assert [r.fault for r in records] == ["kill", "latency", "partition"]
     assert nemesis.active == []
     assert_healed(healthy_topology)
+
+
+# -- worker faults and duplicate submission, with the reference system --------
+
+
+async def _place(topology: Topology, count: int, prefix: str) -> list[str]:
+    from system.app import System
+    from system.orders import place_order
+
+    async with System(topology.redis_settings(), topology.postgres_dsn) as system:
+        ids = [f"{prefix}-{i}-{time.time_ns()}" for i in range(count)]
+        for order_id in ids:
+            await place_order(
+                system,
+                {
+                    "order_id": order_id,
+                    "customer_id": "c-faults",
+                    "lines": [{"sku": "SKU-BREAD", "quantity": 1}],
+                },
+            )
+        return ids
+
+
+def _deliveries(topology: Topology, job_ids: list[str]) -> dict[str, list[str]]:
+    with psycopg.connect(topology.postgres_admin_dsn) as conn:
+        rows = conn.execute(
+            "SELECT job_id, worker FROM deliveries WHERE job_id = ANY(%s) ORDER BY id",
+            (job_ids,),
+        ).fetchall()
+    seen: dict[str, list[str]] = {}
+    for job_id, worker in rows:
+        seen.setdefault(job_id, []).append(worker)
+    return seen
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def slow_workers(healthy_topology: Topology) -> Iterator[dict[str, Any]]:
+    """Two inventory workers whose jobs take 2 s each, locks of 1.5 s."""
+    from chaos.workers import spawn_worker
+
+    workers: dict[str, Any] = {}
+    try:
+        for name in ("inv-a", "inv-b"):
+            workers[name] = spawn_worker(
+                healthy_topology,
+                "inventory",
+                name=f"{name}-{time.time_ns() % 100000}",
+                concurrency=2,
+                lock_duration_ms=1500,
+                env={"BULLPROOF_WORK_MS": "2000"},
+            )
+        yield {w.name: w for w in workers.values()}
+    finally:
+        for worker in workers.values():
+            worker.stop(grace=1.0)
+
+
+def test_pause_worker_past_its_lock_delivers_its_job_twice(
+    healthy_topology: Topology, slow_workers: dict[str, Any]
+) -> None:
+    topology = healthy_topology
+    paused, other = list(slow_workers)
+    context = FaultContext(workers=slow_workers)
+    with Nemesis(topology, context=context) as nemesis:
+        asyncio.run(_place(topology, 6, "pause"))
+        fault = nemesis.start("pause_worker", paused)
+        held = fault.records[0].observed["held_jobs"]
+        assert held, f"{paused} held no job when paused: {fault.records[0]}"
+
+        # Lock 1.5 s, stalled check every 3 s: the other worker takes over.
+        _wait_for(
+            lambda: all(other in _deliveries(topology, held).get(j, []) for j in held),
+            20,
+            f"a second delivery of {held} to {other}",
+        )
+        stop = nemesis.stop(fault)
+        assert stop.observed["running"] and stop.observed["paused_s"] > 1.5
+
+    seen = _deliveries(topology, held)
+    for job in held:
+        assert seen[job][0] == paused and other in seen[job], (job, seen[job])
+
+
+def test_kill_worker_mid_job_restarts_it_and_the_job_runs_again(
+    healthy_topology: Topology, slow_workers: dict[str, Any]
+) -> None:
+    topology = healthy_topology
+    victim = next(iter(slow_workers))
+    context = FaultContext(workers=slow_workers)
+    with Nemesis(topology, context=context) as nemesis:
+        asyncio.run(_place(topology, 6, "kill"))
+        fault = nemesis.start("kill_worker", victim)
+        held = fault.records[0].observed["held_jobs"]
+        assert held, f"{victim} held no job when killed"
+        assert not slow_workers[victim].is_running
+
+        nemesis.stop(fault)
+        assert slow_workers[victim].is_running, "the worker was not restarted"
+        _wait_for(
+            lambda: all(len(_deliveries(topology, held)[j]) >= 2 for j in held),
+            20,
+            f"a second delivery of the jobs {victim} held",
+        )
+
+
+def test_duplicate_submission_creates_one_order(nemesis: Nemesis) -> None:
+    topology = nemesis.topology
+    fault = nemesis.start("duplicate", "place_order", {"copies": 4})
+    seen = fault.records[0].observed
+    assert seen["errors"] == 0, seen["answers"]
+    created = [a["created"] for a in seen["answers"]]
+    assert sorted(created) == [False, False, False, True], created
+
+    order_id = seen["event"]["order_id"]
+    with psycopg.connect(topology.postgres_admin_dsn) as conn:
+        [(rows,)] = conn.execute(
+            "SELECT count(*) FROM orders WHERE order_id = %s", (order_id,)
+        ).fetchall()
+    assert rows == 1, f"order {order_id} stored {rows} times"
+    nemesis.stop(fault)

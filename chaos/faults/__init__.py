@@ -23,9 +23,11 @@ from chaos.faults.base import (
     Param,
 )
 from chaos.faults.crash import Crash
+from chaos.faults.duplicate import DuplicateSubmission
 from chaos.faults.kill import Kill
 from chaos.faults.partition import CutClient, CutPostgres, Partition, SplitBrain
 from chaos.faults.toxics import TOXIC_FAULTS
+from chaos.faults.worker import KillWorker, PauseWorker
 
 if TYPE_CHECKING:
     from chaos.history import History
@@ -41,6 +43,9 @@ _BUILT_IN: tuple[type[Fault], ...] = (
     CutClient,
     CutPostgres,
     *TOXIC_FAULTS,
+    KillWorker,
+    PauseWorker,
+    DuplicateSubmission,
 )
 FAULTS: dict[str, type[Fault]] = {cls.name: cls for cls in _BUILT_IN}
 
@@ -101,7 +106,9 @@ class Nemesis:
         self.heal_all()
 
     def known_targets(self) -> KnownTargets:
-        return KnownTargets.of(self.topology, self.context.workers)
+        return KnownTargets.of(
+            self.topology, self.context.workers, self.context.submitters
+        )
 
     def create(
         self, fault: str, target: str, params: Mapping[str, Any] | None = None

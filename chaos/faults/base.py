@@ -94,10 +94,13 @@ class KnownTargets:
     )
     clients: frozenset[str] = frozenset()
     workers: frozenset[str] = frozenset()
+    submitters: frozenset[str] = frozenset({"place_order"})
 
     @classmethod
-    def of(cls, topology: Topology, workers: Any = ()) -> KnownTargets:
-        """What a started topology (and the given worker names) offer."""
+    def of(
+        cls, topology: Topology, workers: Any = (), submitters: Any = ()
+    ) -> KnownTargets:
+        """What a started topology (and the given workers and submitters) offer."""
         clients = {
             link.split(".client.", 1)[1]
             for link in topology.links
@@ -108,6 +111,7 @@ class KnownTargets:
             links=frozenset(topology.links),
             clients=frozenset(clients),
             workers=frozenset(workers),
+            submitters=frozenset({"place_order", *submitters}),
         )
 
 
@@ -176,9 +180,12 @@ class Fault(abc.ABC):
         params: Mapping[str, Any] | None = None,
         context: FaultContext | None = None,
     ):
-        problem = self.check_target(
-            target, KnownTargets.of(topology, _workers(context))
+        known = KnownTargets.of(
+            topology,
+            context.workers if context else (),
+            context.submitters if context else (),
         )
+        problem = self.check_target(target, known)
         if problem:
             raise HarnessError(f"{self.name} cannot target {target!r}: {problem}")
         self.topology = topology
@@ -292,10 +299,6 @@ class Fault(abc.ABC):
             master = self.topology.current_master()
             return next(n for n in REDIS_NODES if n != master)
         return target
-
-
-def _workers(context: FaultContext | None) -> tuple[str, ...]:
-    return tuple(context.workers) if context else ()
 
 
 def check_node(
