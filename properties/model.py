@@ -36,6 +36,8 @@ class Model:
     """Every order placed in one run of the state machine."""
 
     accepted: dict[str, ExpectedOrder] = field(default_factory=dict)
+    # Placed, but the answer was lost (a timeout, a failover): stored or not.
+    uncertain: dict[str, ExpectedOrder] = field(default_factory=dict)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     submissions: Counter[str] = field(default_factory=Counter)
 
