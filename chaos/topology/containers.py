@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -36,8 +37,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker  # type: ignore[import-untyped]
-import docker.errors  # type: ignore[import-untyped]
 import psycopg
 from psycopg import sql
 from testcontainers.core.config import testcontainers_config
@@ -47,6 +46,11 @@ from chaos.errors import HarnessError, StartupError
 from chaos.topology.base import Node, Topology, TopologyOptions
 
 logger = logging.getLogger(__name__)
+
+# The docker SDK, loaded by name: to mypy and ruff, the repository's own
+# docker/ directory (Dockerfiles, no Python) shadows the package's name.
+docker: Any = importlib.import_module("docker")
+importlib.import_module("docker.errors")
 
 IMAGES: dict[str, str] = {
     "redis": os.environ.get("BULLPROOF_IMAGE_REDIS", "bullproof/redis:latest"),
@@ -79,14 +83,35 @@ class MissingImageError(HarnessError):
 
 def engine(timeout: float = 10.0) -> Any:
     """A docker SDK client of an engine that answered a ping."""
+    _probe_unix_socket()
+    client = None
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except docker.errors.DockerException as exc:
+        if client is not None:
+            client.close()
         raise DockerEngineError(
             f"no Docker engine answers ({_first_line(exc)}); {ENGINE_FIX}"
         ) from exc
     return client
+
+
+def _probe_unix_socket() -> None:
+    # The SDK leaks its socket when the engine's socket refuses a connection,
+    # so a local engine is probed here first.
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return
+    path = host.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5.0)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            raise DockerEngineError(
+                f"no Docker engine answers at {path} ({exc.strerror}); {ENGINE_FIX}"
+            ) from exc
 
 
 def missing_images(client: Any, images: dict[str, str] | None = None) -> list[str]:
@@ -195,6 +220,9 @@ def _remove_own_at_exit() -> None:
 
 _exit_hook_registered = False
 
+# Asking an image for its postgres user takes a container; once per process.
+_postgres_ids_by_image: dict[str, tuple[int, int]] = {}
+
 
 def _register_exit_hook() -> None:
     global _exit_hook_registered
@@ -229,27 +257,39 @@ class ContainersTopology(Topology):
         super().__init__(options)
         self.images = dict(images or IMAGES)
         self.run_id = secrets.token_hex(6)
-        self._client = engine()
-        missing = missing_images(self._client, self.images)
-        if missing:
-            self._client.close()
-            raise MissingImageError(
-                f"images not built: {', '.join(missing)}; {IMAGES_FIX}"
-            )
         self._containers: dict[str, DockerContainer] = {}
         self._pg_ids: tuple[int, int] | None = None
 
-        # Ryuk would be pulled from a registry; without its image, bullproof
-        # removes its own containers (see the module's docstring).
-        if not testcontainers_config.ryuk_disabled:
-            try:
-                self._client.images.get(testcontainers_config.ryuk_image)
-            except docker.errors.ImageNotFound:
-                testcontainers_config.ryuk_disabled = True
-                logger.info(
-                    "Ryuk image %s not present: bullproof removes its own containers",
-                    testcontainers_config.ryuk_image,
+        # Checked now, so that a missing engine or image fails before a test
+        # starts; the client is opened again by start() and closed by stop().
+        client = engine()
+        try:
+            missing = missing_images(client, self.images)
+            if missing:
+                raise MissingImageError(
+                    f"images not built: {', '.join(missing)}; {IMAGES_FIX}"
                 )
+
+            # Ryuk would be pulled from a registry; without its image,
+            # bullproof removes its own containers (see the module docstring).
+            if not testcontainers_config.ryuk_disabled:
+                try:
+                    client.images.get(testcontainers_config.ryuk_image)
+                except docker.errors.ImageNotFound:
+                    testcontainers_config.ryuk_disabled = True
+                    logger.info(
+                        "Ryuk image %s not present: bullproof removes its own "
+                        "containers",
+                        testcontainers_config.ryuk_image,
+                    )
+        finally:
+            client.close()
+        self._client: Any | None = None
+
+    def _engine(self) -> Any:
+        if self._client is None:
+            self._client = engine()
+        return self._client
 
     def _image(self, node: Node) -> str:
         return self.images["redis" if node.kind == "sentinel" else node.kind]
@@ -261,24 +301,34 @@ class ContainersTopology(Topology):
 
     def _start(self) -> None:
         _register_exit_hook()
-        reap_orphans(self._client)
+        reap_orphans(self._engine())
         super()._start()
 
     def _cleanup(self) -> None:
+        if self._client is None:
+            return
+
         # Anything of this run that _kill did not reach, such as a one-shot
         # initdb container of an interrupted start.
-        left = remove_containers(self._client, f"{LABEL_RUN}={self.run_id}")
-        if left:
-            logger.info("removed %d leftover containers: %s", len(left), left)
+        try:
+            left = remove_containers(self._client, f"{LABEL_RUN}={self.run_id}")
+            if left:
+                logger.info("removed %d leftover containers: %s", len(left), left)
+        finally:
+            self._client.close()
+            self._client = None
 
     # -- PostgreSQL data directory -------------------------------------------------
 
     def _postgres_ids(self) -> tuple[int, int]:
         """The uid and gid of the image's `postgres` user, who owns the data."""
         if self._pg_ids is None:
-            out = self._one_shot(["sh", "-c", "id -u postgres; id -g postgres"])
-            uid, gid = (int(x) for x in out.split())
-            self._pg_ids = (uid, gid)
+            image_id = self._engine().images.get(self.images["postgres"]).id
+            if image_id not in _postgres_ids_by_image:
+                out = self._one_shot(["sh", "-c", "id -u postgres; id -g postgres"])
+                uid, gid = (int(x) for x in out.split())
+                _postgres_ids_by_image[image_id] = (uid, gid)
+            self._pg_ids = _postgres_ids_by_image[image_id]
         return self._pg_ids
 
     def _one_shot(
@@ -290,7 +340,7 @@ class ContainersTopology(Topology):
     ) -> str:
         """Run `command` in a throwaway postgres container; its output."""
         try:
-            out = self._client.containers.run(
+            out = self._engine().containers.run(
                 self.images["postgres"],
                 command,
                 user=user,
@@ -311,7 +361,7 @@ class ContainersTopology(Topology):
     def _template(self) -> Path:
         """An initialised data directory, made once per image and copied per run."""
         o = self.options
-        image_id = self._client.images.get(self.images["postgres"]).id
+        image_id = self._engine().images.get(self.images["postgres"]).id
         short = image_id.split(":")[-1][:12]
         template = _cache_dir() / f"containers-pg-{short}-{o.postgres_user}"
         if (template / "PG_VERSION").exists():
@@ -403,7 +453,8 @@ class ContainersTopology(Topology):
             uid, gid = self._postgres_ids()
             kwargs["user"] = f"{uid}:{gid}"
         container = (
-            DockerContainer(self._image(node), command=self._command(node))
+            DockerContainer(self._image(node))
+            .with_command(self._command(node))
             .with_name(f"bullproof-{self.run_id}-{node.name}")
             .with_env("BULLPROOF_LOG", str(self.node_dir(node.name) / "server.log"))
             .with_volume_mapping(self.run_dir, str(self.run_dir), "rw")

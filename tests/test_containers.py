@@ -1,0 +1,307 @@
+"""The containers topology: healthy on start, survives a container's SIGKILL,
+isolates links, and leaves no container of bullproof behind.
+
+Skipped, with the reason, where no Docker engine answers or the images are not
+built (`docker/engine.sh start`, `make images`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from chaos.topology import REDIS_NODES, SENTINEL_NODES, Topology
+from chaos.topology.containers import (
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    LABEL_OWNER_START,
+    LABEL_RUN,
+    ContainersTopology,
+    DockerEngineError,
+    MissingImageError,
+    _process_start,
+    availability_problem,
+    engine,
+    reap_orphans,
+)
+
+# One check for the whole module: no engine or no images means every test
+# that needs them is skipped with the reason and the command that fixes it.
+UNAVAILABLE = availability_problem()
+needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+pytestmark = [pytest.mark.slow, pytest.mark.containers]
+
+
+def _containers(label: str) -> list[str]:
+    """Names of the containers `docker ps -a` lists with `label`."""
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return sorted(out.split())
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[ContainersTopology]:
+    topology = ContainersTopology()
+    topology.start()
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture
+def healthy(topo: ContainersTopology) -> Iterator[ContainersTopology]:
+    topo.heal()
+    yield topo
+    topo.heal()
+
+
+@needs_engine
+def test_topology_comes_up_healthy_in_containers(topo: ContainersTopology) -> None:
+    topo.wait_healthy(10)
+
+    assert topo.health_problems() == []
+    assert topo.current_master() in REDIS_NODES
+    assert set(topo.sentinel_masters()) == set(SENTINEL_NODES)
+    running = _containers(f"{LABEL_RUN}={topo.run_id}")
+    assert len(running) == len(topo.nodes), (
+        f"expected one container per node ({sorted(topo.nodes)}), found {running}"
+    )
+
+
+@needs_engine
+def test_every_container_shares_the_host_network(topo: ContainersTopology) -> None:
+    client = engine()
+    try:
+        modes = {
+            c.labels["bullproof.node"]: c.attrs["HostConfig"]["NetworkMode"]
+            for c in client.containers.list(
+                all=True, filters={"label": f"{LABEL_RUN}={topo.run_id}"}
+            )
+        }
+        networks = [n.name for n in client.networks.list()]
+    finally:
+        client.close()
+
+    assert modes and set(modes.values()) == {"host"}, f"network modes: {modes}"
+    assert sorted(networks) == ["host", "none"], f"networks were created: {networks}"
+
+
+@needs_engine
+def test_writes_survive_master_container_sigkill_and_failover(
+    healthy: ContainersTopology,
+) -> None:
+    topo = healthy
+    old_master = topo.current_master()
+    old_container = topo.container_id(old_master)
+
+    async def scenario() -> tuple[list[str], float]:
+        client = topo.redis_client()
+        try:
+            # Writes confirmed by both replicas before the crash must survive it.
+            for i in range(50):
+                await client.set(f"before:{i}", i)
+            replicated = await client.execute_command("WAIT", 2, 2000)
+            assert replicated == 2, f"only {replicated} replicas confirmed the writes"
+
+            topo.kill(old_master)
+            t0 = time.monotonic()
+            await client.set("after:0", 0)
+            outage = time.monotonic() - t0
+            for i in range(1, 50):
+                await client.set(f"after:{i}", i)
+
+            keys = [f"before:{i}" for i in range(50)]
+            keys += [f"after:{i}" for i in range(50)]
+            values = await client.mget(keys)
+            return [k for k, v in zip(keys, values, strict=True) if v is None], outage
+        finally:
+            await client.aclose()
+
+    missing, outage = asyncio.run(scenario())
+
+    assert not topo.is_running(old_master), f"{old_master} still runs after kill"
+    assert _gone(old_container), f"container {old_container[:12]} still exists"
+    assert missing == [], f"acknowledged writes lost in failover: {missing}"
+    assert topo.current_master() != old_master, "Sentinels still name the dead master"
+    assert outage < 30, f"writes blocked for {outage:.1f} s after the kill"
+
+
+def _gone(container_id: str) -> bool:
+    client = engine()
+    try:
+        ids = [c.id for c in client.containers.list(all=True)]
+    finally:
+        client.close()
+    return container_id not in ids
+
+
+@needs_engine
+def test_old_master_restarted_rejoins_as_replica(healthy: ContainersTopology) -> None:
+    topo = healthy
+    old_master = topo.current_master()
+    old_container = topo.container_id(old_master)
+
+    topo.kill(old_master)
+    new_master = topo.wait_for_master(not_name=old_master, timeout=30)
+    topo.restart(old_master)
+    topo.wait_healthy(30)
+
+    assert topo.container_id(old_master) != old_container, "no new container"
+    with topo.admin(old_master) as node:
+        info = node.info("replication")
+    assert info["role"] == "slave", f"{old_master} came back as {info['role']}"
+    assert info["master_port"] == topo.peer(new_master).port, (
+        f"{old_master} replicates from port {info['master_port']}, not from "
+        f"{new_master} (peer port {topo.peer(new_master).port})"
+    )
+
+
+@needs_engine
+def test_paused_container_stops_answering_until_resumed(
+    healthy: ContainersTopology,
+) -> None:
+    topo = healthy
+    replica = next(n for n in REDIS_NODES if n != topo.current_master())
+
+    topo.pause(replica)
+    try:
+        assert topo.is_running(replica), "a paused node must count as running"
+        with (
+            topo.admin(replica, timeout=0.5) as node,
+            pytest.raises(redis.TimeoutError, match=r"[Tt]imeout"),
+        ):
+            node.ping()
+    finally:
+        topo.resume(replica)
+
+    with topo.admin(replica) as node:
+        assert node.ping(), f"{replica} does not answer after resume"
+
+
+def _link_works(topo: Topology, link_name: str) -> bool:
+    link = topo.links[link_name]
+    client = redis.Redis(
+        host=link.listen.host,
+        port=link.listen.port,
+        password=topo.options.redis_password,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+    )
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    finally:
+        client.close()
+
+
+@needs_engine
+@pytest.mark.parametrize("cut", ["redis-2.client", "sentinel-3.peer"])
+def test_disabling_one_proxy_blocks_exactly_that_link(
+    healthy: ContainersTopology, cut: str
+) -> None:
+    topo = healthy
+    redis_links = [n for n, link in topo.links.items() if link.node != "postgres"]
+
+    topo.toxiproxy.set_enabled(cut, False)
+    try:
+        working = {name: _link_works(topo, name) for name in redis_links}
+    finally:
+        topo.toxiproxy.set_enabled(cut, True)
+
+    assert working[cut] is False, f"{cut} still passes traffic while disabled"
+    blocked = sorted(name for name, ok in working.items() if not ok and name != cut)
+    assert blocked == [], f"disabling {cut} also blocked {blocked}"
+    assert _link_works(topo, cut), f"{cut} does not pass traffic after re-enabling"
+
+
+@needs_engine
+def test_stop_leaves_no_container_of_bullproof() -> None:
+    topology = ContainersTopology()
+    label = f"{LABEL_RUN}={topology.run_id}"
+    topology.start()
+    try:
+        started = _containers(label)
+    finally:
+        topology.stop()
+
+    assert len(started) == len(topology.nodes), f"containers while up: {started}"
+    assert _containers(label) == [], "containers left after stop()"
+    assert topology.run_dir is not None and not topology.run_dir.exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@needs_engine
+def test_containers_of_a_dead_owner_are_reaped() -> None:
+    client = engine()
+    run = "reap-test"
+    image = "bullproof/toxiproxy:latest"
+    live: dict[str, Any] = {LABEL_RUN: run, LABEL_OWNER_HOST: socket.gethostname()}
+    try:
+        orphan = client.containers.create(
+            image,
+            ["toxiproxy-server", "-version"],
+            network_mode="host",
+            labels={**live, LABEL_OWNER_PID: str(_dead_pid()), LABEL_OWNER_START: "1"},
+        )
+        own = client.containers.create(
+            image,
+            ["toxiproxy-server", "-version"],
+            network_mode="host",
+            labels={
+                **live,
+                LABEL_OWNER_PID: str(os.getpid()),
+                LABEL_OWNER_START: _process_start(os.getpid()),
+            },
+        )
+
+        removed = reap_orphans(client)
+
+        remaining = _containers(f"{LABEL_RUN}={run}")
+        assert orphan.name in removed, f"orphan not reaped; removed {removed}"
+        assert remaining == [own.name], (
+            f"expected only the live owner's container left, found {remaining}"
+        )
+    finally:
+        for container in client.containers.list(
+            all=True, filters={"label": f"{LABEL_RUN}={run}"}
+        ):
+            container.remove(force=True)
+        client.close()
+
+
+@needs_engine
+def test_missing_image_names_the_fix() -> None:
+    images = {
+        "redis": "bullproof/redis:latest",
+        "postgres": "bullproof/postgres:no-such-tag",
+        "toxiproxy": "bullproof/toxiproxy:latest",
+    }
+    with pytest.raises(MissingImageError, match=r"postgres:no-such-tag.*make images"):
+        ContainersTopology(images=images)
+
+
+def test_missing_engine_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/bullproof-docker.sock")
+
+    with pytest.raises(DockerEngineError, match=r"docker/engine\.sh start"):
+        ContainersTopology()
