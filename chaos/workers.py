@@ -158,16 +158,31 @@ class WorkerProcess:
             raise StartupError(f"worker {self.name} is not running")
         os.kill(self._proc.pid, sig)
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds. A paused worker is
-        resumed first, or it could not act on the SIGTERM."""
+    def request_stop(self) -> None:
+        """Send SIGTERM without waiting. A paused worker is resumed first, or
+        it could not act on the SIGTERM."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._proc.pid, signal.SIGCONT)
+            os.kill(self._proc.pid, signal.SIGTERM)
+
+    def wait_stopped(self, grace: float = 5.0) -> None:
+        """Wait up to `grace` seconds for the exit, then SIGKILL."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGCONT)
-        process.terminate(self._proc, grace)
+        try:
+            self._proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %s ignored SIGTERM for %.1f s", self.name, grace)
+        # Also reaps, and kills anything the worker left in its session.
+        process.kill(self._proc)
         logger.info("stopped worker %s (exit %s)", self.name, self._proc.returncode)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+        self.request_stop()
+        self.wait_stopped(grace)
 
     def kill(self) -> None:
         """SIGKILL: the jobs in hand stay active until their locks expire."""
@@ -314,13 +329,11 @@ class WorkerPool:
             raise
 
     def stop(self, grace: float = 5.0) -> None:
+        # All at once, so that stopping N workers takes one grace period.
         for worker in self.workers:
-            if worker.is_running:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid or 0, signal.SIGCONT)
-                    os.kill(worker.pid or 0, signal.SIGTERM)
+            worker.request_stop()
         for worker in self.workers:
-            worker.stop(grace)
+            worker.wait_stopped(grace)
 
     def ensure_running(self) -> list[str]:
         """Start any worker that died or was killed; returns their names."""

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
-from system.schema import CATALOGUE, SCHEMA_SQL
+from system.schema import CATALOGUE, FUNCTIONS, SCHEMA_SQL, TABLES
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +102,39 @@ class Database:
                 await conn.close()
 
 
+async def schema_present(db: Database) -> bool:
+    """Whether every table and every catalogue SKU exists (a read-only check)."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) t",
+            ([*TABLES, "stock"],),
+        )
+        row = await cur.fetchone()
+        if row is None or not row[0]:
+            return False
+        cur = await conn.execute(
+            "SELECT bool_and(to_regproc(f) IS NOT NULL) FROM unnest(%s::text[]) f",
+            (list(FUNCTIONS),),
+        )
+        row = await cur.fetchone()
+        if row is None or not row[0]:
+            return False
+        cur = await conn.execute(
+            "SELECT count(*) FROM stock WHERE sku = ANY(%s)", (list(CATALOGUE),)
+        )
+        row = await cur.fetchone()
+        return row is not None and row[0] == len(CATALOGUE)
+
+
 async def apply_schema(db: Database) -> None:
-    """Create every table and the catalogue's stock rows if they are missing."""
+    """Create every table and the catalogue's stock rows if they are missing.
+
+    The DDL takes table locks that conflict with running effects (and could
+    deadlock with them), so a process starting next to a busy system first
+    checks, without locks, whether there is anything to do at all.
+    """
+    if await schema_present(db):
+        return
     async with db.connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
         await conn.execute(SCHEMA_SQL)

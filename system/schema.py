@@ -22,6 +22,14 @@ CONSTRAINTS: dict[str, str] = {
     "batch_reports": "batch_reports_once",
 }
 
+# The SQL functions that run the effects (see `system.effects`).
+FUNCTIONS: tuple[str, ...] = (
+    "bp_reserve_inventory",
+    "bp_record_billing",
+    "bp_send_notification",
+    "bp_compensate_inventory",
+)
+
 # Every table the system writes; `reset` empties all of them.
 TABLES: tuple[str, ...] = (
     "orders",
@@ -154,4 +162,125 @@ CREATE TABLE IF NOT EXISTS batch_reports (
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     CONSTRAINT batch_reports_once UNIQUE (report_id)
 );
+
+-- Each effect is one function, so that it runs as one statement: one round
+-- trip, and row locks (the hot stock rows above all) held for microseconds
+-- instead of for several round trips.
+
+CREATE OR REPLACE FUNCTION bp_reserve_inventory(p_order text, p_job text)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_state text;
+    v_moved integer := 0;
+    r record;
+BEGIN
+    SELECT state INTO v_state FROM orders WHERE order_id = p_order FOR UPDATE;
+    IF NOT FOUND THEN RETURN 'missing'; END IF;
+    IF v_state = 'completed' THEN RETURN 'duplicate'; END IF;
+    IF v_state = 'failed' THEN RETURN 'skipped'; END IF;
+    FOR r IN
+        WITH moved AS (
+            INSERT INTO inventory_movements
+                (order_id, line_no, sku, delta, kind, job_id)
+            SELECT order_id, line_no, sku, -quantity, 'reserve', p_job
+            FROM order_lines WHERE order_id = p_order ORDER BY line_no
+            ON CONFLICT DO NOTHING RETURNING sku, delta
+        )
+        SELECT sku, sum(delta)::bigint AS delta FROM moved GROUP BY sku ORDER BY sku
+    LOOP
+        v_moved := v_moved + 1;
+        UPDATE stock SET on_hand = on_hand + r.delta
+        WHERE sku = r.sku AND on_hand + r.delta >= 0;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'insufficient stock: order %, % short of %',
+                p_order, r.sku, -r.delta;
+        END IF;
+    END LOOP;
+    IF v_moved = 0 THEN RETURN 'duplicate'; END IF;
+    UPDATE orders SET state = 'processing', updated_at = clock_timestamp()
+    WHERE order_id = p_order AND state = 'accepted';
+    RETURN 'applied';
+END $$;
+
+CREATE OR REPLACE FUNCTION bp_record_billing(
+    p_order text, p_job text, p_attempt integer, p_declined text, p_flaky text
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_state text;
+    v_total bigint;
+    v_payment text;
+    v_rows integer;
+BEGIN
+    SELECT state, total_cents, payment_method INTO v_state, v_total, v_payment
+    FROM orders WHERE order_id = p_order FOR UPDATE;
+    IF NOT FOUND THEN RETURN 'missing'; END IF;
+    IF v_state = 'completed' THEN RETURN 'duplicate'; END IF;
+    IF v_state = 'failed' THEN RETURN 'skipped'; END IF;
+    IF v_payment = p_declined OR (v_payment = p_flaky AND p_attempt <= 1) THEN
+        RETURN 'declined';
+    END IF;
+    INSERT INTO billing_entries (order_id, amount_cents, job_id)
+    VALUES (p_order, v_total, p_job) ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    IF v_rows = 0 THEN RETURN 'duplicate'; END IF;
+    UPDATE orders SET state = 'processing', updated_at = clock_timestamp()
+    WHERE order_id = p_order AND state = 'accepted';
+    RETURN 'applied';
+END $$;
+
+CREATE OR REPLACE FUNCTION bp_send_notification(
+    p_order text, p_job text, p_channel text
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_state text;
+    v_trace text;
+    v_rows integer;
+BEGIN
+    SELECT state, trace_id INTO v_state, v_trace
+    FROM orders WHERE order_id = p_order FOR UPDATE;
+    IF NOT FOUND THEN RETURN 'missing'; END IF;
+    IF v_state = 'completed' THEN RETURN 'duplicate'; END IF;
+    IF v_state = 'failed' THEN RETURN 'skipped'; END IF;
+    INSERT INTO notifications (order_id, trace_id, channel, job_id)
+    VALUES (p_order, v_trace, p_channel, p_job) ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    IF v_rows = 0 THEN RETURN 'duplicate'; END IF;
+    UPDATE orders SET state = 'completed', updated_at = clock_timestamp()
+    WHERE order_id = p_order;
+    RETURN 'applied';
+END $$;
+
+CREATE OR REPLACE FUNCTION bp_compensate_inventory(
+    p_order text, p_job text, p_reason text
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_state text;
+    v_moved integer := 0;
+    v_failed integer;
+    r record;
+BEGIN
+    SELECT state INTO v_state FROM orders WHERE order_id = p_order FOR UPDATE;
+    IF NOT FOUND THEN RETURN 'missing'; END IF;
+    IF v_state = 'completed' THEN RETURN 'duplicate'; END IF;
+    FOR r IN
+        WITH moved AS (
+            INSERT INTO inventory_movements
+                (order_id, line_no, sku, delta, kind, job_id)
+            SELECT order_id, line_no, sku, -delta, 'compensate', p_job
+            FROM inventory_movements
+            WHERE order_id = p_order AND kind = 'reserve' ORDER BY line_no
+            ON CONFLICT DO NOTHING RETURNING sku, delta
+        )
+        SELECT sku, sum(delta)::bigint AS delta FROM moved GROUP BY sku ORDER BY sku
+    LOOP
+        v_moved := v_moved + 1;
+        UPDATE stock SET on_hand = on_hand + r.delta WHERE sku = r.sku;
+    END LOOP;
+    UPDATE orders SET state = 'failed', failure_reason = left(p_reason, 500),
+        updated_at = clock_timestamp()
+    WHERE order_id = p_order AND state IN ('accepted', 'processing');
+    GET DIAGNOSTICS v_failed = ROW_COUNT;
+    IF v_moved = 0 AND v_failed = 0 THEN RETURN 'duplicate'; END IF;
+    RETURN 'applied';
+END $$;
 """
