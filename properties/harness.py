@@ -107,7 +107,7 @@ class Harness:
         self.run(self.system.start())
         self.pool = WorkerPool(
             topology,
-            {"inventory": 1, "billing": 2, "critical": 1, "general": 1},
+            {"inventory": 1, "billing": 2, "critical": 1, "general": 1, "batch": 1},
             lock_duration_ms=LOCK_DURATION_MS,
             preload=preload,
         )
