@@ -215,54 +215,36 @@ async def place_order(system: System, raw: Any) -> Placement:
 
 
 async def _store(system: System, order: Order) -> tuple[bool, str]:
-    skus = sorted({line.sku for line in order.lines})
-    async with system.db.connection() as conn, conn.transaction():
+    """Insert the order and its lines in one statement (`bp_place_order`)."""
+    async with system.db.connection() as conn:
         cur = await conn.execute(
-            "SELECT sku, price_cents FROM stock WHERE sku = ANY(%s)", (skus,)
-        )
-        prices = dict(await cur.fetchall())
-        unknown = [sku for sku in skus if sku not in prices]
-        if unknown:
-            raise UnknownSku(f"unknown SKU {', '.join(unknown)}", field="lines")
-
-        total = sum(prices[line.sku] * line.quantity for line in order.lines)
-        cur = await conn.execute(
-            "INSERT INTO orders (order_id, customer_id, payment_method, priority,"
-            " workflow, total_cents, trace_id, fingerprint, state)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'accepted')"
-            " ON CONFLICT (order_id) DO NOTHING RETURNING state",
+            "SELECT bp_place_order(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 order.order_id,
                 order.customer_id,
                 order.payment_method,
                 order.priority,
                 order.workflow,
-                total,
                 order.trace_id,
                 order.fingerprint,
+                [line.sku for line in order.lines],
+                [line.quantity for line in order.lines],
             ),
         )
-        if await cur.fetchone() is None:
-            cur = await conn.execute(
-                "SELECT fingerprint, state FROM orders WHERE order_id = %s",
-                (order.order_id,),
-            )
-            row = await cur.fetchone()
-            assert row is not None, "an order that conflicted must exist"
-            if row[0] != order.fingerprint:
-                raise ConflictingResubmission(
-                    f"order {order.order_id} was already placed with other content",
-                    field="order_id",
-                )
-            return False, str(row[1])
+        row = await cur.fetchone()
+    assert row is not None, "bp_place_order returns one row"
+    outcome = str(row[0])
 
-        async with conn.cursor() as lines:
-            await lines.executemany(
-                "INSERT INTO order_lines (order_id, line_no, sku, quantity,"
-                " unit_price_cents) VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (order.order_id, n, line.sku, line.quantity, prices[line.sku])
-                    for n, line in enumerate(order.lines)
-                ],
-            )
-        return True, "accepted"
+    kind, _, detail = outcome.partition(":")
+    if kind == "unknown-sku":
+        raise UnknownSku(f"unknown SKU {detail}", field="lines")
+    if kind == "conflict":
+        raise ConflictingResubmission(
+            f"order {order.order_id} was already placed with other content",
+            field="order_id",
+        )
+    if kind == "existing":
+        return False, detail
+    if kind != "created":
+        raise RuntimeError(f"bp_place_order answered {outcome!r}")
+    return True, "accepted"

@@ -22,8 +22,9 @@ CONSTRAINTS: dict[str, str] = {
     "batch_reports": "batch_reports_once",
 }
 
-# The SQL functions that run the effects (see `system.effects`).
+# The SQL functions that store orders and run the effects, one statement each.
 FUNCTIONS: tuple[str, ...] = (
+    "bp_place_order",
     "bp_reserve_inventory",
     "bp_record_billing",
     "bp_send_notification",
@@ -166,6 +167,41 @@ CREATE TABLE IF NOT EXISTS batch_reports (
 -- Each effect is one function, so that it runs as one statement: one round
 -- trip, and row locks (the hot stock rows above all) held for microseconds
 -- instead of for several round trips.
+
+CREATE OR REPLACE FUNCTION bp_place_order(
+    p_order text, p_customer text, p_payment text, p_priority text,
+    p_workflow text, p_trace text, p_fingerprint text,
+    p_skus text[], p_quantities integer[]
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_unknown text;
+    v_state text;
+    v_fingerprint text;
+    v_total bigint;
+BEGIN
+    SELECT string_agg(DISTINCT l.sku, ', ' ORDER BY l.sku) INTO v_unknown
+    FROM unnest(p_skus) AS l(sku)
+    WHERE NOT EXISTS (SELECT 1 FROM stock s WHERE s.sku = l.sku);
+    IF v_unknown IS NOT NULL THEN RETURN 'unknown-sku:' || v_unknown; END IF;
+    SELECT sum(s.price_cents * l.quantity) INTO v_total
+    FROM unnest(p_skus, p_quantities) AS l(sku, quantity) JOIN stock s USING (sku);
+    INSERT INTO orders (order_id, customer_id, payment_method, priority, workflow,
+                        total_cents, trace_id, fingerprint, state)
+    VALUES (p_order, p_customer, p_payment, p_priority, p_workflow,
+            v_total, p_trace, p_fingerprint, 'accepted')
+    ON CONFLICT (order_id) DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT state, fingerprint INTO v_state, v_fingerprint
+        FROM orders WHERE order_id = p_order;
+        IF v_fingerprint <> p_fingerprint THEN RETURN 'conflict'; END IF;
+        RETURN 'existing:' || v_state;
+    END IF;
+    INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents)
+    SELECT p_order, l.n - 1, l.sku, l.quantity, s.price_cents
+    FROM unnest(p_skus, p_quantities) WITH ORDINALITY AS l(sku, quantity, n)
+    JOIN stock s USING (sku);
+    RETURN 'created';
+END $$;
 
 CREATE OR REPLACE FUNCTION bp_reserve_inventory(p_order text, p_job text)
 RETURNS text LANGUAGE plpgsql AS $$
