@@ -208,3 +208,27 @@ def test_a_small_schedule_runs_in_order_and_heals(
     assert [p[0].op for p in pairs] == [f"{a}:{f}" for a, f in done]
     assert all(c is not None and c.outcome == "ok" for _, c in pairs), pairs
     assert events[-1].op == "heal"
+
+
+def test_a_fault_record_round_trips_through_json() -> None:
+    from chaos.faults import FaultRecord
+
+    record = FaultRecord(
+        fault="kill",
+        target="master",
+        action="start",
+        at=1.5,
+        nodes=("redis-1",),
+        params={"failover_timeout": 15.0},
+        observed={"new_master": "redis-2", "was_master": True},
+    )
+    again = FaultRecord.from_dict(json.loads(record.to_json()))
+    assert again == record, f"{again} != {record}"
+
+
+def test_every_registered_fault_checks_its_defaults() -> None:
+    from chaos.faults import FAULTS
+
+    for name, cls in FAULTS.items():
+        params = cls.check_params({})
+        assert set(params) == set(cls.PARAMS), f"{name}: {params}"
