@@ -35,11 +35,13 @@ from chaos.topology.containers import (
     reap_orphans,
 )
 
-# One check for the whole module: no engine or no images means every test
-# that needs them is skipped with the reason and the command that fixes it.
-UNAVAILABLE = availability_problem()
-needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
+
+# Checked once for the module: without an engine or the images, every test is
+# skipped with one line that says what is missing and the command that fixes it.
+UNAVAILABLE = availability_problem()
+if UNAVAILABLE is not None:
+    pytest.skip(UNAVAILABLE, allow_module_level=True)
 
 
 def _containers(label: str) -> list[str]:
@@ -71,7 +73,6 @@ def healthy(topo: ContainersTopology) -> Iterator[ContainersTopology]:
     topo.heal()
 
 
-@needs_engine
 def test_topology_comes_up_healthy_in_containers(topo: ContainersTopology) -> None:
     topo.wait_healthy(10)
 
@@ -84,7 +85,6 @@ def test_topology_comes_up_healthy_in_containers(topo: ContainersTopology) -> No
     )
 
 
-@needs_engine
 def test_every_container_shares_the_host_network(topo: ContainersTopology) -> None:
     client = engine()
     try:
@@ -102,7 +102,6 @@ def test_every_container_shares_the_host_network(topo: ContainersTopology) -> No
     assert sorted(networks) == ["host", "none"], f"networks were created: {networks}"
 
 
-@needs_engine
 def test_writes_survive_master_container_sigkill_and_failover(
     healthy: ContainersTopology,
 ) -> None:
@@ -151,7 +150,6 @@ def _gone(container_id: str) -> bool:
     return container_id not in ids
 
 
-@needs_engine
 def test_old_master_restarted_rejoins_as_replica(healthy: ContainersTopology) -> None:
     topo = healthy
     old_master = topo.current_master()
@@ -191,7 +189,6 @@ def _answers(topo: Topology, name: str) -> bool:
         client.close()
 
 
-@needs_engine
 def test_paused_container_stops_answering_until_resumed(
     healthy: ContainersTopology,
 ) -> None:
@@ -225,7 +222,6 @@ def _link_works(topo: Topology, link_name: str) -> bool:
         client.close()
 
 
-@needs_engine
 @pytest.mark.parametrize("cut", ["redis-2.client", "sentinel-3.peer"])
 def test_disabling_one_proxy_blocks_exactly_that_link(
     healthy: ContainersTopology, cut: str
@@ -245,7 +241,6 @@ def test_disabling_one_proxy_blocks_exactly_that_link(
     assert _link_works(topo, cut), f"{cut} does not pass traffic after re-enabling"
 
 
-@needs_engine
 def test_stop_leaves_no_container_of_bullproof() -> None:
     topology = ContainersTopology()
     label = f"{LABEL_RUN}={topology.run_id}"
@@ -266,7 +261,6 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-@needs_engine
 def test_containers_of_a_dead_owner_are_reaped() -> None:
     client = engine()
     run = "reap-test"
@@ -305,7 +299,6 @@ def test_containers_of_a_dead_owner_are_reaped() -> None:
         client.close()
 
 
-@needs_engine
 def test_missing_image_names_the_fix() -> None:
     images = {
         "redis": "bullproof/redis:latest",
