@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -297,6 +301,49 @@ def test_containers_of_a_dead_owner_are_reaped() -> None:
         ):
             container.remove(force=True)
         client.close()
+
+
+OWNER = textwrap.dedent(
+    """
+    from chaos.topology.containers import ContainersTopology
+    topo = ContainersTopology()
+    topo.start()
+    print(topo.run_id, flush=True)
+    input()
+    """
+)
+
+
+def test_containers_of_a_sigkilled_owner_are_removed_at_next_start() -> None:
+    # The owner dies without running any clean-up code of its own.
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert owner.stdout is not None
+        run_id = owner.stdout.readline().strip()
+        assert run_id, f"the owner did not start its topology (exit {owner.poll()})"
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for stream in (owner.stdin, owner.stdout):
+            if stream is not None:
+                stream.close()
+    label = f"{LABEL_RUN}={run_id}"
+    orphans = _containers(label)
+    assert len(orphans) == 8, f"expected the dead owner's 8 containers: {orphans}"
+
+    with ContainersTopology() as topology:
+        assert topology.health_problems() == []
+
+    assert _containers(label) == [], "the next start left the orphans running"
 
 
 def test_missing_image_names_the_fix() -> None:
