@@ -8,6 +8,10 @@ Prints one figure per line as `name value unit`:
                            completed, one worker process per queue
   pipeline.ratio           jobs per second inside the pipeline (three per
                            order) divided by the raw figure
+  pipeline.cpu_ms.*        CPU milliseconds per raw job and per order, per
+                           process group (this process, workers, Redis,
+                           PostgreSQL, Toxiproxy): where the time goes,
+                           however busy the machine is
 Starts its own local topology and stops it at the end. `--profile` also runs
 the pipeline with every worker under cProfile and prints where its time goes.
 """
@@ -34,7 +38,55 @@ from system.app import System
 from system.orders import place_order
 
 RAW_QUEUE = "{app-main}:bench-raw"
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 PROFILE_ENV = "BULLPROOF_PROFILE_DIR"
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of `pid` (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command: state is field 0, utime 11, stime 12.
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent by groups of processes between `start` and `stop`."""
+
+    def __init__(self, topology: Topology, workers: WorkerPool | None = None):
+        self.groups: dict[str, list[int]] = {"bench": [os.getpid()]}
+        for node, pid in topology.processes():
+            group = node.split("-")[0]
+            pids = [pid] + (_children(pid) if group == "postgres" else [])
+            self.groups.setdefault(group, []).extend(pids)
+        if workers is not None:
+            self.groups["workers"] = [w.pid for w in workers if w.pid is not None]
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {g: sum(_cpu_s(p) for p in pids) for g, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> dict[str, float]:
+        now = self._now()
+        return {g: now[g] - self._start.get(g, 0.0) for g in now}
 
 
 async def raw_jobs_per_s(topology: Topology, jobs: int, concurrency: int) -> float:
@@ -161,15 +213,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     with create("local") as topology:
+        meter = CpuMeter(topology)
+        meter.start()
         raw = asyncio.run(raw_jobs_per_s(topology, args.raw_jobs, args.concurrency))
-        with _pool(topology, args.concurrency, args.profile):
+        raw_cpu = meter.stop()
+        with _pool(topology, args.concurrency, args.profile) as pool:
             # A short warm-up, so connection set-up is not part of the figure.
             asyncio.run(orders_per_s(topology, 50, args.in_flight))
+            meter = CpuMeter(topology, pool)
+            meter.start()
             pipeline = asyncio.run(orders_per_s(topology, args.orders, args.in_flight))
+            pipeline_cpu = meter.stop()
 
     print(f"pipeline.raw_jobs_per_s {raw:.0f} jobs/s")
     print(f"pipeline.orders_per_s {pipeline:.1f} orders/s")
     print(f"pipeline.ratio {3 * pipeline / raw:.2f} ratio")
+    for group, spent in sorted(raw_cpu.items()):
+        print(f"pipeline.cpu_ms.raw_job.{group} {1000 * spent / args.raw_jobs:.3f} ms")
+    for group, spent in sorted(pipeline_cpu.items()):
+        print(f"pipeline.cpu_ms.order.{group} {1000 * spent / args.orders:.3f} ms")
     if args.profile is not None:
         _print_profiles(args.profile)
 
