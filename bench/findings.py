@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import tempfile
 import threading
 import time
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             emit(name, value)
         logger.info("scenario %s took %.1f s", key, time.monotonic() - t0)
     emit("findings.duplicate_effects", duplicates)
-    print(f"# histories in {history_dir}", flush=True)
+    print(f"histories in {history_dir}", file=sys.stderr, flush=True)
     return 0
 
 
