@@ -74,8 +74,8 @@ async def _status(system: System, row: tuple[Any, ...]) -> OrderStatus:
     ref = jobs.OrderRef(order_id, trace, priority, workflow)
     found = []
     for name, queue, job_id in order_jobs(ref):
-        state = await job_state(system, queue, job_id)
-        found.append(JobStatus(name, queue, job_id, state))
+        job = await job_state(system, queue, job_id)
+        found.append(JobStatus(name, queue, job_id, job))
     return OrderStatus(
         order_id, state, workflow, age, priority, trace, reason, tuple(found)
     )
