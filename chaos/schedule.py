@@ -233,6 +233,11 @@ def run_schedule(
 
     records: list[FaultRecord] = []
     active: dict[int, Fault] = {}
+
+    # The schedule itself goes first into the history: a failing run can be
+    # replayed from its history alone.
+    if nemesis.history is not None:
+        nemesis.history.info(nemesis.process, "schedule", schedule.to_data())
     t0 = clock()
     logger.info(
         "schedule of %d faults over %.1f s begins",

@@ -204,6 +204,7 @@ def test_a_small_schedule_runs_in_order_and_heals(
     assert healthy_topology.health_problems() == []
 
     events = read_history(tmp_path / "history.jsonl")
+    assert events[0].op == "schedule" and parse(events[0].value) == parse(data)
     pairs = pair_operations(events)
     assert [p[0].op for p in pairs] == [f"{a}:{f}" for a, f in done]
     assert all(c is not None and c.outcome == "ok" for _, c in pairs), pairs
