@@ -8,18 +8,21 @@ the workers without seeing each other's orders.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from chaos.topology import Topology
-from chaos.workers import WorkerPool
+from chaos.workers import WorkerPool, spawn_worker
 from system import archive, ids, jobs, replay, reset, status
 from system.app import System
 from system.errors import (
     ConflictingResubmission,
+    EnqueueFailed,
     MalformedValue,
     MissingField,
     NonPositiveQuantity,
@@ -482,6 +485,78 @@ def test_reset_leaves_no_rows_no_keys_and_full_stock(
         assert not keys, f"keys survived the reset: {keys[:5]}"
 
     run(healthy_topology, scenario)
+
+
+def test_order_accepted_during_a_redis_outage_completes_after_replay(
+    healthy_topology: Topology, workers: WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Give up on Redis after about a second instead of thirty.
+    monkeypatch.setattr(jobs, "ENQUEUE_DEADLINE_S", 1.0)
+    impatient = healthy_topology.redis_settings().with_changes(
+        retries=1, connect_timeout=0.3
+    )
+    redis_links = [
+        name
+        for name in healthy_topology.links
+        if name.endswith(".client") and not name.startswith("postgres")
+    ]
+
+    async def scenario() -> None:
+        async with System(impatient, healthy_topology.postgres_dsn) as system:
+            await reset.reset(system)
+            for link in redis_links:
+                healthy_topology.toxiproxy.set_enabled(link, False)
+            try:
+                with pytest.raises(EnqueueFailed, match="could not enqueue"):
+                    await place_order(system, order("outage"))
+            finally:
+                healthy_topology.toxiproxy.reset()
+            state = await scalar(
+                system, "SELECT state FROM orders WHERE order_id = 'outage'"
+            )
+            assert state == "accepted", f"the order must be kept, found {state}"
+
+            report = await replay.replay(system)
+            assert report.replayed == ["outage"], report
+            assert await wait_settled(system, ["outage"]) == {"outage": "completed"}
+
+    asyncio.run(scenario())
+
+
+def test_a_preloaded_module_replaces_a_seam_inside_the_worker(
+    healthy_topology: Topology, workers: WorkerPool, tmp_path: Path
+) -> None:
+    (tmp_path / "bp_seam_probe.py").write_text(
+        "import system.effects as effects\n"
+        "original = effects.send_notification\n"
+        "async def tagged(conn, order_id, job_id, channel):\n"
+        "    return await original(conn, order_id, job_id, 'probe')\n"
+        "effects.send_notification = tagged\n"
+    )
+    regular = workers.for_queue("critical")
+    for worker in regular:
+        worker.stop()
+    probe = spawn_worker(
+        healthy_topology,
+        "critical",
+        preload=["bp_seam_probe"],
+        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    try:
+
+        async def scenario(system: System) -> None:
+            await place_order(system, order("seam", priority="critical"))
+            await wait_settled(system, ["seam"])
+            channels = await rows(system, "SELECT channel FROM notifications")
+            assert channels == [("probe",)], (
+                f"the preloaded seam did not run in the worker: {channels}"
+            )
+
+        run(healthy_topology, scenario)
+    finally:
+        probe.stop()
+        for worker in regular:
+            worker.start()
 
 
 # -- faults --------------------------------------------------------------------
