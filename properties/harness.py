@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import time
 from collections.abc import Coroutine
@@ -26,6 +27,7 @@ from chaos.history import History
 from chaos.topology import Topology
 from chaos.workers import WorkerPool
 from properties.model import Effect, Model, Observation
+from system import config
 from system import replay as replay_module
 from system import reset as reset_module
 from system import status as status_module
@@ -167,6 +169,10 @@ class Harness:
                     effects.append(Effect(name, order_id, key, at))
         return Observation(states, tuple(effects), time.time())
 
+    def jobs_per_step(self) -> dict[tuple[str, str], int]:
+        """(order id, job name) -> how many jobs Redis holds for it, any state."""
+        return self.run(_jobs_per_step(self.system))
+
     def wait_final(
         self, model: Model, order_ids: set[str], bound_s: float
     ) -> tuple[Observation, list[str]]:
@@ -191,3 +197,23 @@ class Harness:
             where = self.run(status_module.order_status(self.system, order_id))
             stuck.append(where.describe() if where is not None else reason)
         return obs, stuck
+
+
+async def _jobs_per_step(system: System) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    redis = system.redis
+    for queue in config.QUEUES.values():
+        prefix = f"{config.QUEUE_PREFIX}:{queue}:"
+        async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+            job_id = key[len(prefix) :]
+            if ":" in job_id or job_id in ("id", "meta", "events", "marker"):
+                continue
+            if await redis.type(key) != "hash":
+                continue
+            raw, name = await redis.hmget(key, ["data", "name"])
+            if raw is None:
+                continue
+            order_id = json.loads(raw).get("order_id")
+            if order_id is not None:
+                counts[(order_id, name)] = counts.get((order_id, name), 0) + 1
+    return counts

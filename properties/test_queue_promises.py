@@ -5,8 +5,6 @@ error instead of a silently dropped job."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections import Counter
 from typing import Any
 
 import psycopg
@@ -16,7 +14,6 @@ from redis.exceptions import RedisError
 
 from properties import harness, report
 from properties.model import ExpectedOrder, Model
-from system import config
 from system.effects import FLAKY_PAYMENT
 from system.errors import EnqueueFailed
 from system.orders import place_order
@@ -33,27 +30,6 @@ few = settings(max_examples=min(settings.default.max_examples, 6))
 
 def _cart(n: int) -> list[dict[str, Any]]:
     return [{"sku": SKUS[i % len(SKUS)], "quantity": 1} for i in range(n)]
-
-
-async def _jobs_of_orders(h: harness.Harness) -> Counter[tuple[str, str]]:
-    """(order id, job name) -> how many jobs Redis holds for it, in any state."""
-    counts: Counter[tuple[str, str]] = Counter()
-    redis = h.system.redis
-    for queue in config.QUEUES.values():
-        prefix = f"{config.QUEUE_PREFIX}:{queue}:"
-        async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
-            job_id = key[len(prefix) :]
-            if ":" in job_id or job_id in ("id", "meta", "events", "marker"):
-                continue
-            if await redis.type(key) != "hash":
-                continue
-            raw, name = await redis.hmget(key, ["data", "name"])
-            if raw is None:
-                continue
-            order_id = json.loads(raw).get("order_id")
-            if order_id is not None:
-                counts[(order_id, name)] += 1
-    return counts
 
 
 def _repeated_first_attempts(h: harness.Harness) -> list[str]:
@@ -110,7 +86,7 @@ def test_duplicate_submissions_make_one_set_of_jobs(
     model.accept(ExpectedOrder("dup-1", lines))
     _settle(h, model)
 
-    jobs = h.run(_jobs_of_orders(h))
+    jobs = h.jobs_per_step()
     repeated = {key: n for key, n in jobs.items() if n > 1}
     reruns = _repeated_first_attempts(h)
     if repeated or reruns:
@@ -195,7 +171,7 @@ def test_memory_pressure_fails_loudly_and_drops_no_job(headroom_kb: int) -> None
                 refused.append(f"{order_id}: {type(exc).__name__}: {exc}"[:200])
                 break
             accepted.append(order_id)
-        jobs = h.run(_jobs_of_orders(h))
+        jobs = h.jobs_per_step()
     finally:
         admin.config_set("maxmemory", before)
         admin.close()
@@ -203,7 +179,9 @@ def test_memory_pressure_fails_loudly_and_drops_no_job(headroom_kb: int) -> None
             worker.resume()
 
     if not refused or any(
-        jobs[(o, n)] != 1 for o in accepted for n in ("notify-user", "record-billing")
+        jobs.get((o, n), 0) != 1
+        for o in accepted
+        for n in ("notify-user", "record-billing")
     ):
         report.failed(PROPERTY, "noeviction")
     assert refused, (
@@ -214,7 +192,7 @@ def test_memory_pressure_fails_loudly_and_drops_no_job(headroom_kb: int) -> None
         f"{o} {n}"
         for o in accepted
         for n in ("notify-user", "update-inventory", "record-billing")
-        if jobs[(o, n)] != 1
+        if jobs.get((o, n), 0) != 1
     )
     assert not dropped, (
         f"noeviction: jobs of accepted orders missing from Redis after memory "

@@ -20,10 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    ReadOnlyError,
+    TimeoutError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +135,36 @@ class MappedSentinel(Sentinel):
         return mapped_host, int(mapped_port)
 
 
+class FollowingPipeline(Pipeline):
+    """A pipeline that treats a demoted master like a lost connection.
+
+    A script that writes inside MULTI/EXEC on a master that has just been
+    demoted fails with ReadOnlyError after EXEC, which redis-py raises as is:
+    the connection stays on the replica and every retry fails the same way.
+    Dropping the pool's connections and raising ConnectionError makes the
+    retry ask the Sentinels for the new master.
+    """
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error)
+        except ReadOnlyError as exc:
+            await self.connection_pool.disconnect()
+            raise ConnectionError(f"the master was demoted: {exc}") from exc
+
+
 class SentinelRedis(Redis):
-    """A master client that also closes its Sentinel connections on `aclose`."""
+    """A master client that follows failovers in pipelines too, and closes its
+    Sentinel connections on `aclose`."""
 
     sentinel_manager: MappedSentinel | None = None
+
+    def pipeline(
+        self, transaction: bool = True, shard_hint: str | None = None
+    ) -> FollowingPipeline:
+        return FollowingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
