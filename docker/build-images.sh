@@ -142,4 +142,7 @@ cp "$toxiproxy_bin" "$context/toxiproxy-server"
 cp "$here/toxiproxy-entrypoint.sh" "$here/toxiproxy.json" "$context/"
 build toxiproxy "$here/toxiproxy.Dockerfile" "$context" \
     "$context/toxiproxy-server" "$here/toxiproxy-entrypoint.sh" "$here/toxiproxy.json"
+
+# Images replaced by a rebuild keep their label but lose their tag.
+docker image prune --force --filter label=bullproof.source >/dev/null
 say "done"

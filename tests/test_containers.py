@@ -346,6 +346,32 @@ def test_containers_of_a_sigkilled_owner_are_removed_at_next_start() -> None:
     assert _containers(label) == [], "the next start left the orphans running"
 
 
+FORGETFUL_OWNER = textwrap.dedent(
+    """
+    from chaos.topology.containers import ContainersTopology
+    topo = ContainersTopology()
+    topo.start()
+    print(topo.run_id, flush=True)
+    """
+)
+
+
+def test_containers_of_an_owner_that_exits_without_stop_are_removed() -> None:
+    owner = subprocess.run(
+        [sys.executable, "-c", FORGETFUL_OWNER],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert owner.returncode == 0, f"the owner failed: {owner.stderr[-2000:]}"
+    run_id = owner.stdout.strip()
+
+    assert run_id, "the owner printed no run id"
+    left = _containers(f"{LABEL_RUN}={run_id}")
+    assert left == [], f"containers outlived an owner that exited: {left}"
+
+
 def test_missing_image_names_the_fix() -> None:
     images = {
         "redis": "bullproof/redis:latest",

@@ -445,9 +445,6 @@ class ContainersTopology(Topology):
             # looking for one to join: host networking only.
             "network": None,
             "labels": self._labels(node.name),
-            # The engine's default stop signal is SIGTERM; the topology wants
-            # servers gone at once when they are removed.
-            "stop_signal": "SIGKILL",
         }
         if node.kind == "postgres":
             uid, gid = self._postgres_ids()
