@@ -122,7 +122,7 @@ class Crash(Fault):
             "down_s": round(down_s, 3),
             "role_after_restart": role,
         }
-        logger.info(
+        logger.debug(
             "crashed %s (power loss: %s): %s of %s acknowledged writes survived",
             node,
             self.params["power_loss"],

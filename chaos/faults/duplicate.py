@@ -134,7 +134,7 @@ class DuplicateSubmission(Fault):
         results = run_in_fresh_loop(all_at_once)
         answers = [_describe(r) for r in results]
         errors = sum(1 for r in results if isinstance(r, BaseException))
-        logger.info("submitted one event %d times at once (%d errors)", copies, errors)
+        logger.debug("submitted one event %d times at once (%d errors)", copies, errors)
         observed: Mapping[str, Any] = {
             "event": event,
             "answers": answers,

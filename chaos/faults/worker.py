@@ -100,7 +100,7 @@ class KillWorker(WorkerFault):
         worker.kill()
         self.worker = worker
         self.held = tuple(held)
-        logger.info("killed worker %s holding %d jobs", worker.name, len(held))
+        logger.debug("killed worker %s holding %d jobs", worker.name, len(held))
         return {
             "nodes": [worker.name],
             "observed": {"pid": pid, "held_jobs": held, "waited_s": waited},
