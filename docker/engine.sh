@@ -63,6 +63,10 @@ start() {
         sleep 0.1
         waited=$((waited + 1))
     done
+    # setsid may have forked: from now on, trust the pid dockerd wrote itself.
+    if [[ -s "$state/dockerd.own.pid" ]]; then
+        cp "$state/dockerd.own.pid" "$pidfile"
+    fi
     echo "engine: started (pid $(cat "$pidfile"), log $log)"
 }
 
