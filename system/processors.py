@@ -6,6 +6,10 @@ effect itself was skipped. The effect then runs in one guarded transaction
 (see `system.effects`); a redelivered job finds its effect already there and
 logs one WARNING line.
 
+A job that cannot reach PostgreSQL is put back (delayed) without using up an
+attempt: attempts are for failures of the work, and an order should not fail
+for good because the database was away for a few seconds.
+
 When a job fails for good, `on_final_failure` settles its order: flow jobs
 and saga steps fail the order, and a saga's billing failure enqueues the
 compensation that puts the stock back.
@@ -20,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from bullmq import Job
-from bullmq.custom_errors import UnrecoverableError
+from bullmq.custom_errors import DelayedError, UnrecoverableError
 from redis.asyncio import Redis
 
 from system import config, effects, jobs, throttle
@@ -32,6 +38,15 @@ from system.db import Database
 from system.errors import InsufficientStock
 
 logger = logging.getLogger(__name__)
+
+# Errors that mean the database could not be reached, not that the work
+# failed; such a job is postponed without using up an attempt.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    TimeoutError,
+)
+DATABASE_RETRY_DELAY_MS = 1000
 
 # Extra time every order job takes, as a slow downstream call would.
 WORK_DELAY_S = float(os.environ.get(config.ENV_WORK_MS, "0") or 0) / 1000
@@ -88,17 +103,37 @@ class Processors:
         if handler is None:
             raise UnrecoverableError(f"no processor for job name {job.name!r}")
         attempt = job.attemptsMade + 1
-        async with self.db.connection() as conn:
-            await effects.record_delivery(
-                conn,
-                queue=job.queue.name,
-                job_id=str(job.id),
-                job_name=job.name,
-                attempt=attempt,
-                worker=self.worker,
-                pid=self.pid,
-            )
-        return await handler(job, attempt)
+        try:
+            async with self.db.connection() as conn:
+                await effects.record_delivery(
+                    conn,
+                    queue=job.queue.name,
+                    job_id=str(job.id),
+                    job_name=job.name,
+                    attempt=attempt,
+                    worker=self.worker,
+                    pid=self.pid,
+                )
+            return await handler(job, attempt)
+        except DATABASE_UNAVAILABLE as exc:
+            await self._postpone(job, token, exc)
+            raise DelayedError(f"PostgreSQL unavailable: {exc}") from exc
+
+    async def _postpone(self, job: Job, token: str, exc: BaseException) -> None:
+        """Put the job back for later without using up one of its attempts.
+
+        Attempts are for failures of the work itself; a database that is
+        away for a few seconds should not fail an order for good.
+        """
+        logger.warning(
+            "job %s postponed %d ms: PostgreSQL unavailable (%s)",
+            job.id,
+            DATABASE_RETRY_DELAY_MS,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+        )
+        await job.moveToDelayed(
+            int(time.time() * 1000) + DATABASE_RETRY_DELAY_MS, token
+        )
 
     def _report(self, job: Job, order_id: str, outcome: effects.Outcome) -> None:
         if outcome == effects.DUPLICATE:

@@ -559,6 +559,37 @@ def test_a_preloaded_module_replaces_a_seam_inside_the_worker(
             worker.start()
 
 
+def test_a_postgres_outage_postpones_jobs_without_failing_orders(
+    healthy_topology: Topology, workers: WorkerPool
+) -> None:
+    order_ids = [f"pg-{n}" for n in range(20)]
+
+    async def place(system: System) -> None:
+        for order_id in order_ids:
+            await place_order(system, order(order_id))
+
+    # Jobs wait in Redis while the workers are frozen, then meet a database
+    # that is gone for longer than all three attempts' backoff (1 s + 2 s).
+    for worker in workers:
+        worker.pause()
+    try:
+        run(healthy_topology, place)
+        healthy_topology.toxiproxy.set_enabled("postgres.client", False)
+    finally:
+        for worker in workers:
+            worker.resume()
+    time.sleep(4.0)
+    healthy_topology.toxiproxy.set_enabled("postgres.client", True)
+
+    async def scenario(system: System) -> None:
+        states = await wait_settled(system, order_ids)
+        failed = sorted(o for o, s in states.items() if s != "completed")
+        assert not failed, f"orders failed by a database outage: {failed}"
+        assert_each_effect_once(await effect_counts(system), order_ids, lines=2)
+
+    asyncio.run(_without_reset(healthy_topology, scenario))
+
+
 # -- faults --------------------------------------------------------------------
 
 
