@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -588,6 +591,61 @@ def test_a_postgres_outage_postpones_jobs_without_failing_orders(
         assert_each_effect_once(await effect_counts(system), order_ids, lines=2)
 
     asyncio.run(_without_reset(healthy_topology, scenario))
+
+
+def test_batch_reports_run_on_their_own_queue_once_each(
+    healthy_topology: Topology, workers: WorkerPool
+) -> None:
+    batch = spawn_worker(healthy_topology, "batch", concurrency=2)
+    try:
+
+        async def scenario(system: System) -> None:
+            for report in ("daily", "weekly", "daily"):
+                await jobs.enqueue_batch_report(system.producer, report, rows=10)
+            deadline = time.monotonic() + SETTLE_TIMEOUT_S
+            while await scalar(system, "SELECT count(*) FROM batch_reports") < 2:
+                assert time.monotonic() < deadline, "batch reports never ran"
+                await asyncio.sleep(0.1)
+            done = await system.producer.queue("batch").getJobCounts("completed")
+            assert done == {"completed": 2}, f"same report id, same job: {done}"
+
+        run(healthy_topology, scenario)
+    finally:
+        batch.stop()
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("system.replay", r"^replay examined 0 unfinished orders"),
+        ("system.archive", r"^archived 3 jobs"),
+        ("system.status", r"0 unfinished orders older than 30 s$"),
+    ],
+)
+def test_command_line_tools_run_against_the_topology(
+    healthy_topology: Topology, workers: WorkerPool, module: str, expected: str
+) -> None:
+    async def scenario(system: System) -> None:
+        await place_order(system, order("cli"))
+        await wait_settled(system, ["cli"])
+
+    run(healthy_topology, scenario)
+    env = {
+        **os.environ,
+        "BULLPROOF_REDIS": healthy_topology.redis_settings().to_json(),
+        "BULLPROOF_PG_DSN": healthy_topology.postgres_dsn,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"{module} exited {done.returncode}: {done.stderr}"
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.search(expected, last), f"{module} printed {done.stdout!r}"
 
 
 # -- faults --------------------------------------------------------------------
