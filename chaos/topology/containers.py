@@ -449,11 +449,16 @@ class ContainersTopology(Topology):
         if node.kind == "postgres":
             uid, gid = self._postgres_ids()
             kwargs["user"] = f"{uid}:{gid}"
+        env = {"BULLPROOF_LOG": str(self.node_dir(node.name) / "server.log")}
+
+        # The mark by which a run finds the processes it left behind; a
+        # container's processes are visible, with their environment, on the host.
+        if "BULLPROOF_RUN_ID" in os.environ:
+            env["BULLPROOF_RUN_ID"] = os.environ["BULLPROOF_RUN_ID"]
         container = (
-            DockerContainer(self._image(node))
+            DockerContainer(self._image(node), env=env)
             .with_command(self._command(node))
             .with_name(f"bullproof-{self.run_id}-{node.name}")
-            .with_env("BULLPROOF_LOG", str(self.node_dir(node.name) / "server.log"))
             .with_volume_mapping(self.run_dir, str(self.run_dir), "rw")
             .with_kwargs(**kwargs)
         )
