@@ -11,13 +11,16 @@ restarts from the same files (configuration, AOF, RDB, data directory).
 Killing a node SIGKILLs its container and removes it; restarting creates a new
 one on the same files. Pausing freezes the container (`docker pause`).
 
-Ryuk, testcontainers' own reaper, needs an image that no registry here can
-give, so it is turned off when that image is not present. bullproof then
-removes its own containers: each carries the labels `bullproof.run`,
-`bullproof.node` and the owner's pid, start time and host; `stop()` removes a
-run's containers, an exit hook removes what a crashed test run left, and the
-next start removes containers whose owner process is gone (a run that was
-SIGKILLed runs no hook).
+Ryuk, testcontainers' own reaper, runs from an image of its own that only a
+registry gives; where that image is not present, Ryuk is turned off and
+bullproof removes its own containers. Each carries the labels `bullproof.run`,
+`bullproof.node` and its owner's pid, start time and host. `stop()` removes a
+run's containers; an exit hook removes those of topologies the process never
+stopped; and the next start removes the containers whose owner process is gone
+(a process killed with SIGKILL runs no hook).
+
+The engine must run on this machine (its local socket, or a DOCKER_HOST of
+`unix://`): bind mounts and host networking mean nothing on a remote one.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from psycopg import sql
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
-from chaos.errors import HarnessError, StartupError
+from chaos.errors import ConfigurationError, HarnessError, StartupError
 from chaos.topology.base import Node, Topology, TopologyOptions
 
 logger = logging.getLogger(__name__)
@@ -110,7 +113,8 @@ def _probe_unix_socket() -> None:
             probe.connect(path)
         except OSError as exc:
             raise DockerEngineError(
-                f"no Docker engine answers at {path} ({exc.strerror}); {ENGINE_FIX}"
+                f"no Docker engine answers at {path} ({exc.strerror or exc}); "
+                f"{ENGINE_FIX}"
             ) from exc
 
 
@@ -255,6 +259,12 @@ class ContainersTopology(Topology):
         images: dict[str, str] | None = None,
     ):
         super().__init__(options)
+        if os.geteuid() != 0:
+            raise ConfigurationError(
+                "the containers provider must run as root: it hands PostgreSQL's "
+                "data directory to the image's postgres user (chown); use the "
+                "local provider otherwise"
+            )
         self.images = dict(images or IMAGES)
         self.run_id = secrets.token_hex(6)
         self._containers: dict[str, DockerContainer] = {}
