@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chaos.topology import REDIS_NODES, SENTINEL_NODES, Topology
+from chaos.topology.base import free_ports
 from chaos.topology.containers import (
     LABEL_OWNER_HOST,
     LABEL_OWNER_PID,
@@ -37,6 +38,7 @@ from chaos.topology.containers import (
     availability_problem,
     engine,
     reap_orphans,
+    remove_containers,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
@@ -370,6 +372,107 @@ def test_containers_of_an_owner_that_exits_without_stop_are_removed() -> None:
     assert run_id, "the owner printed no run id"
     left = _containers(f"{LABEL_RUN}={run_id}")
     assert left == [], f"containers outlived an owner that exited: {left}"
+
+
+def _role_container(client: Any, run: str, role: str, env: dict[str, str]) -> Any:
+    """A container of the redis image in one of the roles docker/compose.yaml
+    uses, configured from the environment as there."""
+    return client.containers.run(
+        "bullproof/redis:latest",
+        [role],
+        environment=env,
+        network_mode="host",
+        labels={
+            LABEL_RUN: run,
+            LABEL_OWNER_HOST: socket.gethostname(),
+            LABEL_OWNER_PID: str(os.getpid()),
+            LABEL_OWNER_START: _process_start(os.getpid()),
+        },
+        detach=True,
+    )
+
+
+def _sentinel_view(port: int, password: str) -> dict[str, Any]:
+    client = redis.Redis(
+        port=port, password=password, decode_responses=True, socket_timeout=1
+    )
+    try:
+        return dict(client.sentinel_master("bullproof"))
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return {}
+    finally:
+        client.close()
+
+
+def test_compose_roles_replicate_and_fail_over() -> None:
+    # The roles of docker/compose.yaml on free ports: a master, two replicas
+    # and three Sentinels that configure themselves from the environment.
+    client = engine()
+    run = f"compose-roles-{os.getpid()}"
+    password = "compose-secret"
+    master_port, r2, r3, *sentinels = free_ports(6)
+    common = {
+        "REDIS_PASSWORD": password,
+        "REDIS_MASTER_PORT": str(master_port),
+        "SENTINEL_DOWN_AFTER_MS": "1000",
+    }
+    try:
+        master = _role_container(
+            client, run, "master", {**common, "REDIS_PORT": str(master_port)}
+        )
+        for port in (r2, r3):
+            _role_container(client, run, "replica", {**common, "REDIS_PORT": str(port)})
+        for port in sentinels:
+            _role_container(
+                client, run, "sentinel", {**common, "REDIS_PORT": str(port)}
+            )
+
+        # Unwired Sentinels find each other and the replicas by themselves.
+        deadline = time.monotonic() + 40
+        views: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            views = [_sentinel_view(p, password) for p in sentinels]
+            if all(
+                v.get("num-other-sentinels") == 2 and v.get("num-slaves") == 2
+                for v in views
+            ):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"Sentinels never saw the whole topology: {views}")
+
+        writer = redis.Redis(port=master_port, password=password, socket_timeout=2)
+        try:
+            writer.set("compose:key", "kept")
+            replicated = writer.execute_command("WAIT", 2, 2000)
+            config = writer.config_get("*")
+        finally:
+            writer.close()
+        assert replicated == 2, f"{replicated} replicas confirmed the write"
+        assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
+        assert config["save"] == "900 1 300 10 60 10000", f"save is {config['save']}"
+        assert config["maxmemory-policy"] == "noeviction"
+
+        master.kill(signal="SIGKILL")
+        deadline = time.monotonic() + 30
+        promoted = None
+        while time.monotonic() < deadline and promoted is None:
+            ports = {
+                int(v.get("port", 0))
+                for v in (_sentinel_view(p, password) for p in sentinels)
+            }
+            if len(ports) == 1 and ports & {r2, r3}:
+                promoted = ports.pop()
+            time.sleep(0.2)
+        assert promoted is not None, f"no failover after the master's kill: {ports}"
+        reader = redis.Redis(port=promoted, password=password, socket_timeout=2)
+        try:
+            assert reader.get("compose:key") == b"kept", "the write was lost"
+        finally:
+            reader.close()
+    finally:
+        remove_containers(client, f"{LABEL_RUN}={run}")
+        client.close()
 
 
 def test_missing_image_names_the_fix() -> None:
