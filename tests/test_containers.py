@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -473,6 +474,55 @@ def test_compose_roles_replicate_and_fail_over() -> None:
     finally:
         remove_containers(client, f"{LABEL_RUN}={run}")
         client.close()
+
+
+def test_compose_postgres_initialises_itself_and_runs_unprivileged() -> None:
+    client = engine()
+    run = f"compose-postgres-{os.getpid()}"
+    (port,) = free_ports(1)
+    try:
+        container = client.containers.run(
+            "bullproof/postgres:latest",
+            ["serve"],
+            environment={
+                "POSTGRES_PASSWORD": "compose-secret",
+                "POSTGRES_PORT": str(port),
+            },
+            network_mode="host",
+            labels={
+                LABEL_RUN: run,
+                LABEL_OWNER_HOST: socket.gethostname(),
+                LABEL_OWNER_PID: str(os.getpid()),
+                LABEL_OWNER_START: _process_start(os.getpid()),
+            },
+            detach=True,
+        )
+        dsn = f"postgresql://bullproof:compose-secret@127.0.0.1:{port}/bullproof"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with psycopg.connect(dsn, connect_timeout=1) as conn:
+                    row = conn.execute(
+                        "SELECT current_user, current_database(),"
+                        " current_setting('listen_addresses')"
+                    ).fetchone()
+                break
+            except psycopg.OperationalError as exc:
+                container.reload()
+                assert container.status == "running", (
+                    f"postgres exited: {container.logs().decode()[-1500:]}"
+                )
+                assert time.monotonic() < deadline, f"postgres never answered: {exc}"
+                time.sleep(0.2)
+        top = container.top(ps_args="-o pid,user,comm")["Processes"]
+    finally:
+        remove_containers(client, f"{LABEL_RUN}={run}")
+        client.close()
+
+    assert row == ("bullproof", "bullproof", "127.0.0.1"), f"got {row}"
+    users = {user for _, user, _ in top}
+    assert users, "no process found in the PostgreSQL container"
+    assert "root" not in users, f"PostgreSQL processes run as {users}"
 
 
 def test_missing_image_names_the_fix() -> None:
