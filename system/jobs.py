@@ -7,9 +7,10 @@ fails for good fails the parent instead of leaving it waiting forever. A saga
 order is a chain instead: `saga-inventory`, then `saga-billing`, then
 `saga-notify`, with `saga-compensate` when billing fails for good.
 
-Adds that fail while Redis fails over are retried with the same job ids for up
-to `ENQUEUE_DEADLINE_S`; a retried add cannot duplicate anything because the
-ids are deterministic.
+Adds that fail while Redis fails over (connection errors, or a master that
+refuses writes for now, such as NOREPLICAS under `min-replicas-to-write`) are
+retried with the same job ids for up to `ENQUEUE_DEADLINE_S`; a retried add
+cannot duplicate anything because the ids are deterministic.
 
 Seams (module-level, looked up at call time, so a preloaded module can swap
 them): `DEFAULT_JOB_OPTIONS`, `CHILD_OPTIONS`, `order_flow`, `enqueue_order`.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bullmq import FlowProducer, Queue
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from system import config, ids, redis_client
 from system.errors import EnqueueFailed
@@ -52,6 +53,9 @@ ENQUEUE_RETRY_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+# Refusals a master gives while it cannot accept writes for now, as opposed
+# to errors in the command itself.
+RETRYABLE_REFUSALS: tuple[str, ...] = ("NOREPLICAS", "MASTERDOWN", "TRYAGAIN")
 ENQUEUE_DEADLINE_S = 30.0
 ENQUEUE_RETRY_DELAY_S = 0.2
 
@@ -124,6 +128,10 @@ def saga_step(ref: OrderRef, step: str) -> tuple[str, str, str]:
     return steps[step]
 
 
+def retryable_refusal(exc: ResponseError) -> bool:
+    return str(exc).startswith(RETRYABLE_REFUSALS)
+
+
 async def retry_enqueue(what: str, add: Callable[[], Awaitable[T]]) -> T:
     """Run `add` until it succeeds, retrying connection errors for a bounded time.
 
@@ -136,7 +144,12 @@ async def retry_enqueue(what: str, add: Callable[[], Awaitable[T]]) -> T:
         tries += 1
         try:
             result = await add()
-        except ENQUEUE_RETRY_ERRORS as exc:
+        except Exception as exc:
+            retryable = isinstance(exc, ENQUEUE_RETRY_ERRORS) or (
+                isinstance(exc, ResponseError) and retryable_refusal(exc)
+            )
+            if not retryable:
+                raise
             if time.monotonic() >= deadline:
                 raise EnqueueFailed(
                     f"could not enqueue {what} in {ENQUEUE_DEADLINE_S:.0f} s "

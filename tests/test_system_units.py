@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
 import pytest
+import redis
 
 from system import config, ids, jobs
 from system.errors import (
+    EnqueueFailed,
     MalformedValue,
     MissingField,
     NonPositiveQuantity,
@@ -136,3 +139,49 @@ def test_job_options_read_the_seam_at_call_time(
 def test_unknown_queue_name_is_a_configuration_error() -> None:
     with pytest.raises(Exception, match=r"unknown queue 'nope'"):
         config.queue_name("nope")
+
+
+def _flaky_add(failures: list[BaseException]) -> tuple[list[int], Any]:
+    calls: list[int] = []
+
+    async def add() -> str:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return "added"
+
+    return calls, add
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        redis.exceptions.ConnectionError("connection refused"),
+        redis.exceptions.TimeoutError("timed out"),
+        redis.exceptions.ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+    ids=["connection", "timeout", "noreplicas"],
+)
+def test_enqueue_retries_a_failover_error_until_it_succeeds(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    monkeypatch.setattr(jobs, "ENQUEUE_RETRY_DELAY_S", 0.0)
+    calls, add = _flaky_add([failure, failure])
+    assert asyncio.run(jobs.retry_enqueue("flow", add)) == "added"
+    assert len(calls) == 3, f"expected 2 retries, made {len(calls) - 1}"
+
+
+def test_enqueue_gives_up_after_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "ENQUEUE_RETRY_DELAY_S", 0.01)
+    monkeypatch.setattr(jobs, "ENQUEUE_DEADLINE_S", 0.05)
+    calls, add = _flaky_add([redis.exceptions.ConnectionError("down")] * 1000)
+    with pytest.raises(EnqueueFailed, match=r"^could not enqueue flow in 0 s"):
+        asyncio.run(jobs.retry_enqueue("flow", add))
+    assert 2 <= len(calls) < 1000, f"{len(calls)} tries"
+
+
+def test_enqueue_does_not_retry_an_error_in_the_command() -> None:
+    calls, add = _flaky_add([redis.exceptions.ResponseError("ERR unknown command")])
+    with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+        asyncio.run(jobs.retry_enqueue("flow", add))
+    assert len(calls) == 1, f"a command error was retried {len(calls) - 1} times"
