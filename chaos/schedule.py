@@ -260,3 +260,59 @@ def run_schedule(
             records += nemesis.heal_all()
     logger.info("schedule done: %d fault steps", len(records))
     return records
+
+
+def from_history(path: Path | str) -> Schedule:
+    """The schedule a run recorded at the head of its history."""
+    from chaos.history import read_history
+
+    for event in read_history(path):
+        if event.kind == "info" and event.op == "schedule":
+            return parse(event.value)
+    raise ConfigurationError(f"{path} records no schedule")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m chaos.schedule check|run FILE`: check a schedule, or run it on
+    a fresh local topology. FILE is a schedule, or a history that holds one."""
+    import argparse
+
+    from chaos.history import History
+    from chaos.topology import create
+
+    parser = argparse.ArgumentParser(
+        prog="python -m chaos.schedule",
+        description="Check a fault schedule, or run it on a fresh local topology.",
+    )
+    parser.add_argument("action", choices=("check", "run"))
+    parser.add_argument("file", type=Path, help="schedule JSON, or a history")
+    parser.add_argument("--history", type=Path, help="write the run's history here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    try:
+        if args.file.suffix == ".jsonl":
+            schedule = from_history(args.file)
+        else:
+            schedule = load(args.file)
+    except ConfigurationError as exc:
+        print(exc)
+        return 2
+    if args.action == "check":
+        print(f"ok: {len(schedule.entries)} faults over {schedule.length:g} s")
+        return 0
+
+    history = History(args.history) if args.history else None
+    try:
+        with create("local") as topology:
+            records = run_schedule(schedule, Nemesis(topology, history=history))
+    finally:
+        if history is not None:
+            history.close()
+    for record in records:
+        print(record.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -233,3 +233,34 @@ def test_every_registered_fault_checks_its_defaults() -> None:
     for name, cls in FAULTS.items():
         params = cls.check_params({})
         assert set(params) == set(cls.PARAMS), f"{name}: {params}"
+
+
+def test_a_schedule_is_read_back_from_a_history(tmp_path: Any) -> None:
+    from chaos.history import History
+    from chaos.schedule import from_history
+
+    schedule = parse([entry(), entry(fault="kill", target="sentinel-2", params=None)])
+    with History(tmp_path / "h.jsonl") as history:
+        history.info("nemesis", "schedule", schedule.to_data())
+    assert from_history(tmp_path / "h.jsonl") == schedule
+
+    with History(tmp_path / "empty.jsonl") as history:
+        history.info("nemesis", "heal")
+    with pytest.raises(ConfigurationError, match="records no schedule"):
+        from_history(tmp_path / "empty.jsonl")
+
+
+def test_the_command_line_check_names_the_bad_entry(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chaos.schedule import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([entry(), entry(fault="meteor")]))
+    assert main(["check", str(bad)]) == 2
+    assert "entry 1 ('meteor'): unknown fault" in capsys.readouterr().out
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([entry()]))
+    assert main(["check", str(good)]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 faults over 3 s")
