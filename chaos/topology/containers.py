@@ -224,9 +224,6 @@ def _remove_own_at_exit() -> None:
 
 _exit_hook_registered = False
 
-# Asking an image for its postgres user takes a container; once per process.
-_postgres_ids_by_image: dict[str, tuple[int, int]] = {}
-
 
 def _register_exit_hook() -> None:
     global _exit_hook_registered
@@ -269,6 +266,7 @@ class ContainersTopology(Topology):
         self.run_id = secrets.token_hex(6)
         self._containers: dict[str, DockerContainer] = {}
         self._pg_ids: tuple[int, int] | None = None
+        self._pg_template: Path | None = None
 
         # Checked now, so that a missing engine or image fails before a test
         # starts; the client is opened again by start() and closed by stop().
@@ -333,12 +331,16 @@ class ContainersTopology(Topology):
     def _postgres_ids(self) -> tuple[int, int]:
         """The uid and gid of the image's `postgres` user, who owns the data."""
         if self._pg_ids is None:
-            image_id = self._engine().images.get(self.images["postgres"]).id
-            if image_id not in _postgres_ids_by_image:
+            # The template was made by that user; asking the image takes a
+            # container, which costs about a second on a busy machine.
+            template = self._template_path()
+            if (template / "PG_VERSION").exists():
+                st = template.stat()
+                self._pg_ids = (st.st_uid, st.st_gid)
+            else:
                 out = self._one_shot(["sh", "-c", "id -u postgres; id -g postgres"])
                 uid, gid = (int(x) for x in out.split())
-                _postgres_ids_by_image[image_id] = (uid, gid)
-            self._pg_ids = _postgres_ids_by_image[image_id]
+                self._pg_ids = (uid, gid)
         return self._pg_ids
 
     def _one_shot(
@@ -368,12 +370,18 @@ class ContainersTopology(Topology):
             ) from exc
         return str(out.decode())
 
+    def _template_path(self) -> Path:
+        if self._pg_template is None:
+            image_id = self._engine().images.get(self.images["postgres"]).id
+            short = image_id.split(":")[-1][:12]
+            name = f"containers-pg-{short}-{self.options.postgres_user}-wal1"
+            self._pg_template = _cache_dir() / name
+        return self._pg_template
+
     def _template(self) -> Path:
         """An initialised data directory, made once per image and copied per run."""
         o = self.options
-        image_id = self._engine().images.get(self.images["postgres"]).id
-        short = image_id.split(":")[-1][:12]
-        template = _cache_dir() / f"containers-pg-{short}-{o.postgres_user}"
+        template = self._template_path()
         if (template / "PG_VERSION").exists():
             return template
 
@@ -393,6 +401,9 @@ class ContainersTopology(Topology):
                     f"--pwfile={staging / 'pw'}",
                     "--encoding=UTF8",
                     "--no-instructions",
+                    # 1 MB WAL segments instead of 16: every run copies the
+                    # template, and its first segment was most of its size.
+                    "--wal-segsize=1",
                     "-D",
                     str(staging / "data"),
                 ],
