@@ -85,7 +85,13 @@ def order_payload(ref: OrderRef, step: str, source: str) -> dict[str, Any]:
     """A thin payload: the order id and metadata; workers read the rest from SQL."""
     return {
         "order_id": ref.order_id,
-        "metadata": {"trace_id": ref.trace_id, "step": step, "source": source},
+        "metadata": {
+            "trace_id": ref.trace_id,
+            "step": step,
+            "source": source,
+            "priority": ref.priority,
+            "workflow": ref.workflow,
+        },
     }
 
 

@@ -66,11 +66,12 @@ def _order_ref(job: Job) -> jobs.OrderRef:
     if not isinstance(order_id, str):
         raise UnrecoverableError(f"job {job.id} has no order_id in {data!r:.200}")
     metadata = data.get("metadata") or {}
-    queue = job.queue.name
-    priority = "critical" if queue == config.QUEUES["critical"] else "general"
-    workflow = "saga" if job.name.startswith("saga-") else "flow"
+    default_workflow = "saga" if job.name.startswith("saga-") else "flow"
     return jobs.OrderRef(
-        order_id, str(metadata.get("trace_id", "")), priority, workflow
+        order_id,
+        str(metadata.get("trace_id", "")),
+        str(metadata.get("priority", "general")),
+        str(metadata.get("workflow", default_workflow)),
     )
 
 

@@ -313,7 +313,9 @@ def test_saga_compensates_the_stock_when_billing_fails_for_good(
     healthy_topology: Topology, workers: WorkerPool
 ) -> None:
     async def scenario(system: System) -> None:
-        await place_order(system, order("saga-ok", workflow="saga"))
+        await place_order(
+            system, order("saga-ok", workflow="saga", priority="critical")
+        )
         await place_order(
             system,
             order("saga-no", workflow="saga", payment_method=DECLINED_PAYMENT),
@@ -337,8 +339,8 @@ def test_saga_compensates_the_stock_when_billing_fails_for_good(
         assert (taken["SKU-APPLE"], taken["SKU-EGGS"]) == (2, 1), (
             f"only the completed saga may keep its stock: {taken}"
         )
-        notified = await rows(system, "SELECT order_id FROM notifications")
-        assert notified == [("saga-ok",)], notified
+        notified = await rows(system, "SELECT order_id, channel FROM notifications")
+        assert notified == [("saga-ok", "critical")], notified
 
     run(healthy_topology, scenario)
 

@@ -112,6 +112,8 @@ def test_flow_children_fail_their_parent_and_share_the_hash_tag() -> None:
             "trace_id": ref.trace_id,
             "step": "notify",
             "source": "place_order",
+            "priority": "critical",
+            "workflow": "flow",
         },
     }, "payloads must stay thin: ids and metadata only"
 
