@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from chaos import process
-from chaos.errors import ConfigurationError, StartupError
+from chaos.errors import ConfigurationError, HarnessError, StartupError
 from chaos.topology import Topology
 from system import config
 from system.redis_client import RedisSettings
@@ -155,7 +155,7 @@ class WorkerProcess:
 
     def _signal(self, sig: signal.Signals) -> None:
         if self._proc is None or self._proc.poll() is not None:
-            raise StartupError(f"worker {self.name} is not running")
+            raise HarnessError(f"worker {self.name} is not running; start() it first")
         os.kill(self._proc.pid, sig)
 
     def request_stop(self) -> None:

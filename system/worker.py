@@ -133,8 +133,11 @@ async def serve(args: argparse.Namespace) -> int:
 
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        logger.error("worker %s stopped on its own: %r", name, running.exception())
+    # bullmq's run loop returns by itself only after an unexpected error; the
+    # exit status tells whoever supervises the worker to start it again.
+    failed = running.done()
+    if failed:
+        logger.error("worker %s stopped on its own; exiting with status 1", name)
     logger.info("worker %s closing", name)
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT_S):
@@ -149,7 +152,7 @@ async def serve(args: argparse.Namespace) -> int:
         await plain.aclose()
     await db.close()
     logger.info("worker %s closed", name)
-    return 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
