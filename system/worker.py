@@ -34,6 +34,7 @@ from bullmq import Worker
 
 from system import config, jobs, redis_client
 from system.db import Database, apply_schema
+from system.errors import SystemConfigError
 from system.processors import Processors
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parse_args(argv)
     preload()
-    return asyncio.run(serve(args))
+    try:
+        return asyncio.run(serve(args))
+    except SystemConfigError as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
 
 
 if __name__ == "__main__":
