@@ -32,6 +32,13 @@ chaos: setup
 	$(PY) scripts/leftovers.py chaos-$(RUN_ID) || rc=1; \
 	exit $$rc
 
+# Every seeded bug in tests/mutants/ must be caught; the last line counts them.
+mutants: setup
+	@export BULLPROOF_RUN_ID=mutants-$(RUN_ID); \
+	$(PY) -m tests.mutants --baseline; rc=$$?; \
+	$(PY) scripts/leftovers.py mutants-$(RUN_ID) || rc=1; \
+	exit $$rc
+
 bench: setup
 	@for b in topology pipeline findings suite; do \
 	  if [ -f bench/$$b.py ]; then $(PY) -m bench.$$b || exit 1; fi; \

@@ -24,6 +24,14 @@ REPRODUCE_ENV = "BULLPROOF_REPRODUCE"
 REPLAYS: list[str] = []
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Each shrink of a state machine example re-runs it on real servers, a
+    # few seconds apiece; bound the whole shrink so a failing run ends.
+    from hypothesis.internal.conjecture import engine
+
+    engine.MAX_SHRINKING_SECONDS = int(os.environ.get("BULLPROOF_MAX_SHRINK_S", "180"))
+
+
 @pytest.fixture(scope="session")
 def harness(
     topology: Topology, tmp_path_factory: pytest.TempPathFactory
@@ -34,6 +42,7 @@ def harness(
     )
     h = harness_module.Harness(topology, history)
     harness_module.CURRENT = h
+    report.started()
     try:
         yield h
     finally:
@@ -56,11 +65,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 "by the failed run"
             )
         return
+    replay = reproduce_failure(reproduce[0], reproduce[1].encode())
     for item in items:
         run = getattr(getattr(item, "cls", None), "runTest", None)
         machine = getattr(run, "_hypothesis_state_machine_class", None)
         if machine is not None:
-            reproduce_failure(reproduce[0], reproduce[1].encode())(machine)
+            replay(machine)
+        elif hasattr(getattr(item, "obj", None), "hypothesis"):
+            replay(item.obj)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -79,8 +91,8 @@ def pytest_runtest_makereport(
         text = str(rep.longrepr)
         stats.outcome = "failed"
         stats.invariant = stats.invariant or report.invariant_of(text)
-        stats.message = (report.invariant_of(text) or "") and text[-2000:]
-        stats.counterexample_steps = text.count("state.")
+        stats.message = report.assertion_of(text)
+        stats.counterexample_steps = report.counterexample_steps(text)
         blob = report.reproduce_blob(text)
         mutant = os.environ.get(harness_module.MUTANT_ENV)
         env = f"{harness_module.MUTANT_ENV}={mutant} " if mutant else ""

@@ -26,7 +26,7 @@ from chaos.faults.base import FaultContext
 from chaos.history import History
 from chaos.topology import Topology
 from chaos.workers import WorkerPool
-from properties.model import Effect, Model, Observation
+from properties.model import FINAL_STATES, Effect, Model, Observation
 from system import config
 from system import replay as replay_module
 from system import reset as reset_module
@@ -35,6 +35,9 @@ from system.app import System
 
 T = TypeVar("T")
 
+SETTLED_JOB_STATES = frozenset({"completed", "failed", status_module.MISSING})
+
+ROOT = Path(__file__).resolve().parents[1]
 MUTANT_ENV = "BULLPROOF_MUTANT"
 MUTANT_PACKAGE = "tests.mutants"
 
@@ -112,6 +115,7 @@ class Harness:
             {"inventory": 1, "billing": 2, "critical": 1, "general": 1, "batch": 1},
             lock_duration_ms=LOCK_DURATION_MS,
             preload=preload,
+            env={"PYTHONPATH": str(ROOT)},
         )
         self.pool.start()
         self.history = History(history_path)
@@ -172,6 +176,25 @@ class Harness:
     def jobs_per_step(self) -> dict[tuple[str, str], int]:
         """(order id, job name) -> how many jobs Redis holds for it, any state."""
         return self.run(_jobs_per_step(self.system))
+
+    def pending_jobs_of_final_orders(self, obs: Observation) -> list[str]:
+        """Jobs still waiting, active or delayed in Redis although their order
+        is final in PostgreSQL: work that will never run, or run too late."""
+        final = [o for o, state in obs.states.items() if state in FINAL_STATES]
+
+        async def gather() -> list[str]:
+            found = await asyncio.gather(
+                *(status_module.order_status(self.system, o) for o in final)
+            )
+            return [
+                f"order {st.order_id} is {st.state} but {job.name} is {job.state}"
+                for st in found
+                if st is not None and st.state in FINAL_STATES
+                for job in st.jobs
+                if job.state not in SETTLED_JOB_STATES
+            ]
+
+        return self.run(gather())
 
     def wait_final(
         self, model: Model, order_ids: set[str], bound_s: float

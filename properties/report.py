@@ -9,6 +9,7 @@ invariant failed, when, and how short the shrunk counterexample was.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -92,8 +93,39 @@ def reproduce_blob(text: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def started() -> None:
+    """Count times to detect from now: the harness is up."""
+    global SESSION_STARTED
+    SESSION_STARTED = time.monotonic()
+
+
+RULE_CALL = re.compile(r"^\s*(?:\S.*= )?state\.(\w+)\(", re.MULTILINE)
+NOT_RULES = frozenset({"teardown", "no_duplicate_effects"})
+
+
+def counterexample_steps(text: str) -> int | None:
+    """Rules in the final failing program Hypothesis printed (1 for a test
+    that is not a state machine but printed a falsifying example)."""
+    calls = [m for m in RULE_CALL.findall(text) if m not in NOT_RULES]
+    if calls:
+        return len(calls)
+    if "Failing test case" in text or "Falsifying example" in text:
+        return 1
+    return None
+
+
+_ASSERTION = re.compile(r"AssertionError: (.+)")
+
+
+def assertion_of(text: str) -> str | None:
+    match = _ASSERTION.search(text)
+    return match.group(1)[:500] if match else None
+
+
 def write(path: Path | None = None) -> Path:
-    target = path or REPORT_DIR / "last-run.json"
+    target = path or Path(
+        os.environ.get("BULLPROOF_REPORT") or REPORT_DIR / "last-run.json"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps({n: s.to_dict() for n, s in STATS.items()}, indent=2))

@@ -48,6 +48,8 @@ PROPERTY = "pipeline"
 LIVENESS_BOUND_S = 8.0
 # After heal and replay, every accepted order must be final this soon.
 SETTLE_BOUND_S = 30.0
+# A final order's jobs must have left the waiting states this soon.
+PENDING_BOUND_S = 3.0
 
 SKUS = sorted(sku for sku, (_, stock) in CATALOGUE.items() if stock > 1000)
 
@@ -296,11 +298,8 @@ class PipelineMachine(RuleBasedStateMachine):
     # -- invariants ----------------------------------------------------------------
 
     @invariant()
-    def count_step(self) -> None:
-        report.step(PROPERTY)
-
-    @invariant()
     def no_duplicate_effects(self) -> None:
+        report.step(PROPERTY)
         obs = self.h.observe()
         try:
             check_no_duplicate_effects(obs)
@@ -365,6 +364,14 @@ class PipelineMachine(RuleBasedStateMachine):
             raise
         note(f"queue: {result.summary()}")
 
+        # A final order leaves nothing behind that could still run.
+        pending = self._pending_after_final(obs)
+        if pending:
+            report.failed(PROPERTY, "no pending job of a final order")
+            raise AssertionError(
+                "no pending job of a final order: " + "; ".join(pending[:5])
+            )
+
         # Deterministic ids: whatever was resubmitted or replayed, Redis holds
         # one job per step of each order.
         repeated = {k: n for k, n in self.h.jobs_per_step().items() if n > 1}
@@ -373,6 +380,15 @@ class PipelineMachine(RuleBasedStateMachine):
             raise AssertionError(
                 f"deterministic ids: more than one job for one step: {repeated}"
             )
+
+    def _pending_after_final(self, obs: Any) -> list[str]:
+        # A job finishes in Redis a moment after its effect commits.
+        deadline = time.monotonic() + PENDING_BOUND_S
+        while True:
+            pending = self.h.pending_jobs_of_final_orders(obs)
+            if not pending or time.monotonic() > deadline:
+                return pending
+            time.sleep(0.05)
 
 
 TestPipeline = PipelineMachine.TestCase

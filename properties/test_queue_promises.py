@@ -203,3 +203,39 @@ def test_memory_pressure_fails_loudly_and_drops_no_job(headroom_kb: int) -> None
         model.accept(ExpectedOrder(order_id, 3))
     h.replay()
     _settle(h, model)
+
+
+@few
+@given(lines=st.integers(1, 3), replays=st.integers(1, 3))
+def test_replay_adds_no_second_set_of_jobs(lines: int, replays: int) -> None:
+    h = harness.current()
+    h.heal()
+    h.reset()
+    report.new_example(PROPERTY)
+
+    # A flaky payment keeps the order unfinished through its first backoff,
+    # so replay meets an order whose jobs are all still in Redis.
+    h.run(
+        place_order(
+            h.system,
+            {
+                "order_id": "replayed-1",
+                "customer_id": "c-1",
+                "lines": _cart(lines),
+                "payment_method": FLAKY_PAYMENT,
+            },
+        )
+    )
+    for _ in range(replays):
+        h.replay()
+    model = Model()
+    model.accept(ExpectedOrder("replayed-1", lines))
+    _settle(h, model)
+
+    repeated = {key: n for key, n in h.jobs_per_step().items() if n > 1}
+    if repeated:
+        report.failed(PROPERTY, "deterministic ids")
+    assert not repeated, (
+        f"deterministic ids: {replays} replays of unfinished order replayed-1 left "
+        f"{repeated} jobs in Redis, expected one of each"
+    )

@@ -1,0 +1,1 @@
+"""bullproof's own tests: fast unit tests, server tests, and the mutant catalogue."""
