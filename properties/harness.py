@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from chaos.faults import Nemesis
-from chaos.faults.base import FaultContext
+from chaos.faults.base import Fault, FaultContext
 from chaos.history import History
 from chaos.topology import Topology
 from chaos.workers import WorkerPool
@@ -118,6 +118,7 @@ class Harness:
             env={"PYTHONPATH": str(ROOT)},
         )
         self.pool.start()
+        self.dirty = True
         self.history = History(history_path)
         self.history_path = history_path
         self.nemesis = Nemesis(
@@ -145,9 +146,19 @@ class Harness:
     # -- between examples ---------------------------------------------------------
 
     def heal(self) -> None:
-        """Stop every fault, restart dead workers, wait for a healthy topology."""
+        """Stop every fault, restart dead workers, wait for a healthy topology.
+
+        Skipped when no fault ran since the last heal: the health check alone
+        costs more than the reset that follows it."""
+        if not self.dirty and all(w.is_running for w in self.pool):
+            return
         self.nemesis.heal_all()
         self.pool.ensure_running()
+        self.dirty = False
+
+    def start_fault(self, fault: str, target: str, params: dict[str, Any]) -> Fault:
+        self.dirty = True
+        return self.nemesis.start(fault, target, params)
 
     def reset(self) -> float:
         """Empty the system's tables and queues; returns the seconds it took."""

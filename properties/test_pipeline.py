@@ -252,7 +252,7 @@ class PipelineMachine(RuleBasedStateMachine):
             return
         if spec.loses_jobs and any(a.loses_jobs for a, _, _ in self.active):
             return
-        fault = self.h.nemesis.start(
+        fault = self.h.start_fault(
             spec.fault, self._target(spec.target), dict(spec.params)
         )
         self.active.append((spec, fault, time.monotonic()))
