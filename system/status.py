@@ -19,6 +19,7 @@ from system.app import System
 logger = logging.getLogger(__name__)
 
 MISSING = "missing"
+LOOKUP_CONCURRENCY = 20
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,16 @@ async def unfinished_orders(
             (older_than_s, limit),
         )
         rows = await cur.fetchall()
-    return list(await asyncio.gather(*(_status(system, row) for row in rows)))
+
+    # Each lookup takes a pooled connection; after a large failover there are
+    # more unfinished orders than the pool has connections.
+    slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+    async def one(row: tuple[Any, ...]) -> OrderStatus:
+        async with slots:
+            return await _status(system, row)
+
+    return list(await asyncio.gather(*(one(row) for row in rows)))
 
 
 async def main() -> int:
