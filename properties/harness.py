@@ -14,6 +14,7 @@ import asyncio
 import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -84,6 +85,8 @@ def mutant_name() -> str | None:
 
 def mutant_module(name: str) -> Any:
     """Import (and so apply) the seeded bug `name` in this process."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     try:
         return importlib.import_module(f"{MUTANT_PACKAGE}.{name}")
     except ModuleNotFoundError as exc:
@@ -101,15 +104,17 @@ class Harness:
         self.runner = asyncio.Runner()
         self.mutant = mutant_name()
         preload: tuple[str, ...] = ()
-        if self.mutant is not None:
-            module = mutant_module(self.mutant)
+        module = mutant_module(self.mutant) if self.mutant is not None else None
+
+        self.system = System(topology.redis_settings(), topology.postgres_dsn)
+        self.run(self.system.start())
+
+        # A bug in the servers' configuration goes in once the schema exists.
+        if module is not None:
             configure = getattr(module, "configure", None)
             if configure is not None:
                 configure(topology)
             preload = (f"{MUTANT_PACKAGE}.{self.mutant}",)
-
-        self.system = System(topology.redis_settings(), topology.postgres_dsn)
-        self.run(self.system.start())
         self.pool = WorkerPool(
             topology,
             {"inventory": 1, "billing": 2, "critical": 1, "general": 1, "batch": 1},

@@ -5,6 +5,7 @@ error instead of a silently dropped job."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from redis.exceptions import RedisError
 
 from properties import harness, report
+from properties.checkers import check_no_duplicate_effects, check_no_lost_jobs
 from properties.model import ExpectedOrder, Model
 from system.effects import FLAKY_PAYMENT
 from system.errors import EnqueueFailed
@@ -24,6 +26,8 @@ SKUS = sorted(sku for sku, (_, stock) in CATALOGUE.items() if stock > 1000)
 SETTLE_BOUND_S = 20.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_SLACK_S = 0.15
+# Past the harness's 2 s lock and the workers' 3 s stalled check.
+REDELIVERY_WAIT_S = 6.0
 
 few = settings(max_examples=min(settings.default.max_examples, 6))
 
@@ -239,3 +243,40 @@ def test_replay_adds_no_second_set_of_jobs(lines: int, replays: int) -> None:
         f"deterministic ids: {replays} replays of unfinished order replayed-1 left "
         f"{repeated} jobs in Redis, expected one of each"
     )
+
+
+@settings(max_examples=min(settings.default.max_examples, 4))
+@given(lines=st.integers(1, 3), worker=st.integers(0, 1))
+def test_redelivery_after_lock_expiry_changes_nothing(lines: int, worker: int) -> None:
+    h = harness.current()
+    h.heal()
+    h.reset()
+    report.new_example(PROPERTY)
+    billing = h.pool.for_queue("billing")[worker]
+
+    # Freeze the billing worker while it holds the order's job, past its lock
+    # and the stalled check: another worker gets the job, and the frozen one
+    # finishes it too once thawed. A real second delivery.
+    h.run(
+        place_order(
+            h.system,
+            {"order_id": "stall-1", "customer_id": "c-1", "lines": _cart(lines)},
+        )
+    )
+    fault = h.start_fault(
+        "pause_worker", billing.name, {"wait_active": True, "active_timeout": 3.0}
+    )
+    time.sleep(REDELIVERY_WAIT_S)
+    h.nemesis.stop(fault)
+    model = Model()
+    model.accept(ExpectedOrder("stall-1", lines))
+    _settle(h, model)
+    time.sleep(0.5)
+
+    obs = h.observe()
+    try:
+        check_no_duplicate_effects(obs)
+        check_no_lost_jobs(model, obs)
+    except AssertionError as exc:
+        report.failed(PROPERTY, str(exc).split(":")[0].split(" (")[0])
+        raise

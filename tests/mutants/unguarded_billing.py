@@ -12,7 +12,9 @@ import psycopg
 from system import effects
 from system.errors import PaymentDeclined
 
-TARGETS = ["properties/test_pipeline.py"]
+TARGETS = [
+    "properties/test_queue_promises.py::test_redelivery_after_lock_expiry_changes_nothing"
+]
 
 GATEWAY_S = 0.5
 
