@@ -213,7 +213,11 @@ class LocalTopology(Topology):
     def _launch(self, node: Node) -> None:
         argv, user = self._argv(node)
         log = self.node_dir(node.name) / "server.log"
-        self._procs[node.name] = process.spawn(argv, log_path=log, user=user)
+        # The node dir as working directory marks the process as this run's
+        # for leftover checks, whatever it renames itself to.
+        self._procs[node.name] = process.spawn(
+            argv, log_path=log, user=user, cwd=self.node_dir(node.name)
+        )
         if node.kind == "postgres":
             self._after_postgres_start(node)
 
