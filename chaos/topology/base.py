@@ -35,6 +35,7 @@ from typing import Literal
 
 import psycopg
 import redis
+from psycopg import sql
 from redis.asyncio import Redis as AsyncRedis
 
 from chaos import process
@@ -715,8 +716,57 @@ class Topology(abc.ABC):
                 )
             time.sleep(0.02)
 
+    def _log_tail(self, name: str, chars: int) -> str:
+        if self.run_dir is None:
+            return ""
+        log = self.node_dir(name) / "server.log"
+        return log.read_text()[-chars:].strip() if log.exists() else ""
+
     def _log_hint(self) -> str:
-        return f"logs in {self.run_dir}"
+        tails = [
+            f"{name}: {self._log_tail(name, 400)}"
+            for name in self.nodes
+            if not self.is_running(name) and self._log_tail(name, 1)
+        ]
+        return " | ".join(tails) or f"logs in {self.run_dir}"
+
+    def _after_postgres_start(self, node: Node) -> None:
+        """Wait for PostgreSQL, then give it this run's database and password:
+        the initialised template it started from has generic ones."""
+        o = self.options
+        sock = self.node_dir(node.name) / "socket"
+        dsn = (
+            f"host={sock} port={node.address.port} user={o.postgres_user} "
+            "dbname=postgres"
+        )
+        deadline = time.monotonic() + o.start_timeout_s
+        while True:
+            try:
+                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=1)
+                break
+            except psycopg.OperationalError as exc:
+                if not self.is_running(node.name):
+                    raise StartupError(
+                        f"postgres exited: {self._log_tail(node.name, 2000)}"
+                    ) from exc
+                if time.monotonic() > deadline:
+                    raise StartupError(
+                        f"postgres did not accept connections: {exc}"
+                    ) from exc
+                time.sleep(0.01)
+        with conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (o.postgres_db,)
+            ).fetchone()
+            if not exists:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(o.postgres_db))
+                )
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(o.postgres_user), sql.Literal(o.postgres_password)
+                )
+            )
 
     def settled_master(self) -> str | None:
         """The master, if every Sentinel names it, no failover is under way and

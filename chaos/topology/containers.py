@@ -35,13 +35,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
@@ -498,44 +495,6 @@ class ContainersTopology(Topology):
         if node.kind == "postgres":
             self._after_postgres_start(node)
 
-    def _after_postgres_start(self, node: Node) -> None:
-        # The template's password and database are generic; set this run's.
-        # The socket directory is bind-mounted, so the host reaches it too.
-        o = self.options
-        sock = self.node_dir(node.name) / "socket"
-        dsn = (
-            f"host={sock} port={node.address.port} user={o.postgres_user} "
-            "dbname=postgres"
-        )
-        deadline = time.monotonic() + o.start_timeout_s
-        while True:
-            try:
-                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=1)
-                break
-            except psycopg.OperationalError as exc:
-                if not self.is_running(node.name):
-                    raise StartupError(
-                        f"postgres exited: {self._log_tail(node.name, 2000)}"
-                    ) from exc
-                if time.monotonic() > deadline:
-                    raise StartupError(
-                        f"postgres did not accept connections: {exc}"
-                    ) from exc
-                time.sleep(0.01)
-        with conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (o.postgres_db,)
-            ).fetchone()
-            if not exists:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(o.postgres_db))
-                )
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(o.postgres_user), sql.Literal(o.postgres_password)
-                )
-            )
-
     def _kill(self, node: Node) -> None:
         container = self._containers.pop(node.name, None)
         if container is None:
@@ -589,17 +548,3 @@ class ContainersTopology(Topology):
                 pid = int(wrapped.attrs.get("State", {}).get("Pid", 0))
                 if pid:
                     yield name, pid
-
-    def _log_tail(self, name: str, chars: int) -> str:
-        if self.run_dir is None:
-            return ""
-        log = self.node_dir(name) / "server.log"
-        return log.read_text()[-chars:].strip() if log.exists() else ""
-
-    def _log_hint(self) -> str:
-        tails = [
-            f"{name}: {self._log_tail(name, 400)}"
-            for name in self.nodes
-            if not self.is_running(name) and self._log_tail(name, 1)
-        ]
-        return " | ".join(tails) or f"logs in {self.run_dir}"

@@ -16,12 +16,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
 
 from chaos import process
 from chaos.errors import ConfigurationError, MissingBinaryError, StartupError
@@ -221,44 +217,6 @@ class LocalTopology(Topology):
         if node.kind == "postgres":
             self._after_postgres_start(node)
 
-    def _after_postgres_start(self, node: Node) -> None:
-        # The template's password and database are generic; set this run's.
-        o = self.options
-        sock = self.node_dir(node.name) / "socket"
-        dsn = (
-            f"host={sock} port={node.address.port} user={o.postgres_user} "
-            "dbname=postgres"
-        )
-        deadline = time.monotonic() + o.start_timeout_s
-        while True:
-            try:
-                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=1)
-                break
-            except psycopg.OperationalError as exc:
-                if self._procs[node.name].poll() is not None:
-                    log = self.node_dir(node.name) / "server.log"
-                    raise StartupError(
-                        f"postgres exited: {log.read_text()[-2000:]}"
-                    ) from exc
-                if time.monotonic() > deadline:
-                    raise StartupError(
-                        f"postgres did not accept connections: {exc}"
-                    ) from exc
-                time.sleep(0.01)
-        with conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (o.postgres_db,)
-            ).fetchone()
-            if not exists:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(o.postgres_db))
-                )
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(o.postgres_user), sql.Literal(o.postgres_password)
-                )
-            )
-
     def _kill(self, node: Node) -> None:
         proc = self._procs.pop(node.name, None)
         if proc is not None:
@@ -281,12 +239,3 @@ class LocalTopology(Topology):
         for name, proc in self._procs.items():
             if proc.poll() is None:
                 yield name, proc.pid
-
-    def _log_hint(self) -> str:
-        tails = []
-        for name in self.nodes:
-            if not self.is_running(name) and self.run_dir is not None:
-                log = self.node_dir(name) / "server.log"
-                if log.exists():
-                    tails.append(f"{name}: {log.read_text()[-400:].strip()}")
-        return " | ".join(tails) or f"logs in {self.run_dir}"
