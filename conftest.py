@@ -15,39 +15,28 @@ from hypothesis import HealthCheck, Phase, settings
 
 from chaos.topology import PROVIDERS, Topology, create
 
+# Every example runs on real servers: no deadline, and slow data generation
+# is expected, not a health problem.
+_REAL_SERVERS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+# Reproducible runs that print the blob a failure replays from.
+_REPRODUCIBLE = {**_REAL_SERVERS, "derandomize": True, "print_blob": True}
+
 settings.register_profile(
-    "dev",
-    max_examples=10,
-    stateful_step_count=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    "dev", max_examples=10, stateful_step_count=15, **_REAL_SERVERS
 )
 settings.register_profile(
-    "ci",
-    max_examples=25,
-    stateful_step_count=20,
-    deadline=None,
-    derandomize=True,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
+    "ci", max_examples=25, stateful_step_count=20, **_REPRODUCIBLE
 )
 settings.register_profile(
-    "mutants",
-    max_examples=15,
-    stateful_step_count=20,
-    deadline=None,
-    derandomize=True,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
+    "mutants", max_examples=15, stateful_step_count=20, **_REPRODUCIBLE
 )
 settings.register_profile(
     "nightly",
     max_examples=300,
     stateful_step_count=50,
-    deadline=None,
     print_blob=True,
     phases=list(Phase),
-    suppress_health_check=[HealthCheck.too_slow],
+    **_REAL_SERVERS,
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
