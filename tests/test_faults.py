@@ -317,8 +317,12 @@ def test_a_fault_cannot_start_twice_or_stop_unstarted(nemesis: Nemesis) -> None:
 def test_unknown_fault_and_target_are_configuration_errors(nemesis: Nemesis) -> None:
     with pytest.raises(ConfigurationError, match="unknown fault 'explode'"):
         nemesis.start("explode", "master")
-    with pytest.raises(HarnessError, match="cannot target 'redis-9'"):
+    with pytest.raises(ConfigurationError, match="cannot target 'redis-9'"):
         nemesis.start("kill", "redis-9")
+    with pytest.raises(
+        ConfigurationError, match=r"^latency on redis-2.client: unknown param\(s\)"
+    ):
+        nemesis.start("latency", "redis-2.client", {"latency_ms": 100})
     assert nemesis.active == []
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from chaos.errors import HarnessError
+from chaos.errors import ConfigurationError, HarnessError
 from chaos.topology.base import REDIS_NODES, SENTINEL_NODES
 
 if TYPE_CHECKING:
@@ -187,10 +187,13 @@ class Fault(abc.ABC):
         )
         problem = self.check_target(target, known)
         if problem:
-            raise HarnessError(f"{self.name} cannot target {target!r}: {problem}")
+            raise ConfigurationError(f"{self.name} cannot target {target!r}: {problem}")
         self.topology = topology
         self.target = target
-        self.params = self.check_params(params or {})
+        try:
+            self.params = self.check_params(params or {})
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.name} on {target}: {exc}") from exc
         self.context = context or FaultContext()
         self.active = False
         self.records: list[FaultRecord] = []
