@@ -215,6 +215,34 @@ def test_sigkill_of_the_owner_leaves_no_server_process() -> None:
     assert _alive_sessions(sessions) == [], "servers outlived their owner"
 
 
+FORGETFUL = textwrap.dedent(
+    """
+    import json
+    from chaos.topology import create
+    topo = create("local")
+    topo.start()
+    sessions = [pid for _, pid in topo.processes()]
+    print(json.dumps({"run_dir": str(topo.run_dir), "sessions": sessions}))
+    """
+)
+
+
+def test_exit_without_stop_still_stops_the_topology() -> None:
+    # The owner returns normally but never calls stop().
+    run = subprocess.run(
+        [sys.executable, "-c", FORGETFUL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert _alive_sessions(seen["sessions"]) == []
+    assert not os.path.exists(seen["run_dir"]), "the run dir outlived its owner"
+
+
 def test_free_ports_are_on_loopback_and_distinct() -> None:
     from chaos.topology.base import free_ports
 

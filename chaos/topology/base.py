@@ -19,6 +19,7 @@ and the clients are shared here.
 from __future__ import annotations
 
 import abc
+import atexit
 import contextlib
 import logging
 import os
@@ -332,6 +333,10 @@ class Topology(abc.ABC):
         if self._started:
             raise HarnessError("topology already started; stop() it first")
         self._started = True
+
+        # On an exit that skips the caller's clean-up (Ctrl-C outside a
+        # fixture, sys.exit), still stop the servers and remove the run dir.
+        atexit.register(self._stop_at_exit)
         t0 = time.monotonic()
         try:
             self._start()
@@ -374,8 +379,14 @@ class Topology(abc.ABC):
                 self._launch(node)
         self.wait_healthy(self.options.start_timeout_s)
 
+    def _stop_at_exit(self) -> None:
+        if self._started:
+            with contextlib.suppress(Exception):
+                self.stop()
+
     def stop(self) -> None:
         """Stop every node this topology started and remove its files."""
+        atexit.unregister(self._stop_at_exit)
         errors = []
         for name in reversed(list(self.nodes)):
             try:
