@@ -306,6 +306,25 @@ class Topology(abc.ABC):
                 )
         return "\n".join(lines) + "\n"
 
+    def postgres_args(self, node: Node) -> list[str]:
+        """The PostgreSQL server's arguments: its data dir and settings."""
+        d = self.node_dir(node.name)
+        settings = {
+            "listen_addresses": node.address.host,
+            "port": str(node.address.port),
+            "unix_socket_directories": str(d / "socket"),
+            # Durability of PostgreSQL is not under test; speed is wanted.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "300",
+            "cluster_name": f"bullproof-{self.options.master_name}",
+        }
+        args = ["-D", str(d / "data")]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        return args
+
     def _write_configs(self) -> None:
         ids = {name: secrets.token_hex(20) for name in SENTINEL_NODES}
         for name in REDIS_NODES:

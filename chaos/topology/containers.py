@@ -432,28 +432,7 @@ class ContainersTopology(Topology):
             return ["redis-server", str(d / "redis.conf")]
         if node.kind == "sentinel":
             return ["redis-server", str(d / "sentinel.conf"), "--sentinel"]
-        return [
-            "postgres",
-            "-D",
-            str(d / "data"),
-            "-c",
-            f"listen_addresses={node.address.host}",
-            "-c",
-            f"port={port}",
-            "-c",
-            f"unix_socket_directories={d / 'socket'}",
-            # Durability of PostgreSQL is not under test; speed is wanted.
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-            "-c",
-            f"cluster_name=bullproof-{self.options.master_name}",
-        ]
+        return ["postgres", *self.postgres_args(node)]
 
     def _launch(self, node: Node) -> None:
         assert self.run_dir is not None, "topology not started"

@@ -182,29 +182,7 @@ class LocalTopology(Topology):
             return [self.bin["redis-server"], str(d / "redis.conf")], None
         if node.kind == "sentinel":
             return [self.bin["redis-sentinel"], str(d / "sentinel.conf")], None
-        o = self.options
-        return [
-            self.bin["postgres"],
-            "-D",
-            str(d / "data"),
-            "-c",
-            f"listen_addresses={node.address.host}",
-            "-c",
-            f"port={port}",
-            "-c",
-            f"unix_socket_directories={d / 'socket'}",
-            # Durability of PostgreSQL is not under test; speed is wanted.
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-            "-c",
-            f"cluster_name=bullproof-{o.master_name}",
-        ], self._pg_user
+        return [self.bin["postgres"], *self.postgres_args(node)], self._pg_user
 
     def _launch(self, node: Node) -> None:
         argv, user = self._argv(node)
