@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -30,6 +31,20 @@ BROKEN_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncio.CancelledError,
 )
+
+
+def _stale(conn: psycopg.AsyncConnection) -> bool:
+    """Whether an idle connection was closed under it (the server restarted,
+    the link was cut): an idle connection has nothing to read unless the
+    other end went away, and psycopg only notices at the next query, which
+    would then fail for the caller."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 class Database:
@@ -65,7 +80,10 @@ class Database:
             conn = None
             while self._idle and conn is None:
                 candidate = self._idle.pop()
-                if not candidate.closed:
+                if _stale(candidate):
+                    with contextlib.suppress(Exception):
+                        await candidate.close()
+                else:
                     conn = candidate
             broken = False
             try:
