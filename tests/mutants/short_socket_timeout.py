@@ -10,7 +10,9 @@ from typing import Any
 
 from system import config, redis_client, worker
 
-TARGETS = ["properties/test_pipeline.py"]
+TARGETS = [
+    "properties/test_liveness.py::test_an_order_after_an_idle_spell_is_final_in_time"
+]
 
 _original = redis_client.master_client
 
