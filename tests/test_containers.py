@@ -41,6 +41,7 @@ from chaos.topology.containers import (
     reap_orphans,
     remove_containers,
 )
+from tests.test_topology import _link_works
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
@@ -216,23 +217,6 @@ def test_paused_container_stops_answering_until_resumed(
     while not _answers(topo, replica) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _answers(topo, replica), f"{replica} does not answer 5 s after resume"
-
-
-def _link_works(topo: Topology, link_name: str) -> bool:
-    link = topo.links[link_name]
-    client = redis.Redis(
-        host=link.listen.host,
-        port=link.listen.port,
-        password=topo.options.redis_password,
-        socket_timeout=1,
-        socket_connect_timeout=1,
-    )
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError):
-        return False
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("cut", ["redis-2.client", "sentinel-3.peer"])

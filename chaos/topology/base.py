@@ -136,6 +136,17 @@ def _sweep_orphaned_run_dirs() -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def cache_dir() -> Path:
+    """Where initialised PostgreSQL templates are kept between runs."""
+    root = os.environ.get("BULLPROOF_CACHE") or os.path.join(
+        tempfile.gettempdir(), f"bullproof-cache-{os.getuid()}"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    return path
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct ports that were free on loopback a moment ago."""
     sockets = []

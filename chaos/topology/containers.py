@@ -43,7 +43,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from chaos.errors import ConfigurationError, HarnessError, StartupError
-from chaos.topology.base import Node, Topology, TopologyOptions
+from chaos.topology.base import Node, Topology, TopologyOptions, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -229,16 +229,6 @@ def _register_exit_hook() -> None:
         _exit_hook_registered = True
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("BULLPROOF_CACHE") or os.path.join(
-        tempfile.gettempdir(), f"bullproof-cache-{os.getuid()}"
-    )
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o755)
-    return path
-
-
 # -- the provider -----------------------------------------------------------------
 
 
@@ -372,7 +362,7 @@ class ContainersTopology(Topology):
             image_id = self._engine().images.get(self.images["postgres"]).id
             short = image_id.split(":")[-1][:12]
             name = f"containers-pg-{short}-{self.options.postgres_user}-wal1"
-            self._pg_template = _cache_dir() / name
+            self._pg_template = cache_dir() / name
         return self._pg_template
 
     def _template(self) -> Path:
@@ -383,7 +373,7 @@ class ContainersTopology(Topology):
             return template
 
         uid, gid = self._postgres_ids()
-        staging = Path(tempfile.mkdtemp(prefix="pg-template-", dir=_cache_dir()))
+        staging = Path(tempfile.mkdtemp(prefix="pg-template-", dir=cache_dir()))
         try:
             (staging / "pw").write_text("initial\n")
             for path in (staging, staging / "pw"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chaos import process
 from chaos.errors import ConfigurationError, MissingBinaryError, StartupError
-from chaos.topology.base import Node, Topology, TopologyOptions
+from chaos.topology.base import Node, Topology, TopologyOptions, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +92,6 @@ def binaries() -> dict[str, str]:
     }
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("BULLPROOF_CACHE") or os.path.join(
-        tempfile.gettempdir(), f"bullproof-cache-{os.getuid()}"
-    )
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o755)
-    return path
-
-
 class LocalTopology(Topology):
     provider = "local"
 
@@ -126,11 +116,11 @@ class LocalTopology(Topology):
         """An initialised data directory, made once and copied for each run."""
         o = self.options
         version = Path(self.bin["postgres"]).parent.parent.name
-        template = _cache_dir() / f"pg-{version}-{o.postgres_user}"
+        template = cache_dir() / f"pg-{version}-{o.postgres_user}"
         if (template / "PG_VERSION").exists():
             return template
 
-        staging = Path(tempfile.mkdtemp(prefix="pg-template-", dir=_cache_dir()))
+        staging = Path(tempfile.mkdtemp(prefix="pg-template-", dir=cache_dir()))
         staging.chmod(0o755)
         data = staging / "data"
         pwfile = staging / "pw"
